@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform as _platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from matou.errors import InvalidArgument

@@ -1,0 +1,5 @@
+import sys
+
+from matou.daemon.main import main
+
+sys.exit(main())
