@@ -1,0 +1,518 @@
+"""BuiltinRuntime: the OCI runtime in-process, for a single-threaded caller (the monitor or the runtime CLI).
+
+State lives under ``root`` (see state.py); compiled seccomp programs under ``root/.seccomp``. The init is cloned
+directly from the caller with the namespace flags of config.json (see linux/init.py for why no re-exec), so it is
+the caller's child and the caller reaps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import select
+import socket
+import struct
+from typing import Any
+
+from matou.errors import Conflict, InvalidArgument, NotFound, SystemError_, Unsupported
+from matou.runtime import plan
+from matou.runtime.api import ExecError
+from matou.runtime.linux import caps as capmod
+from matou.runtime.linux import cgroups
+from matou.runtime.linux import syscalls as sc
+from matou.runtime.linux.init import ContainerPlan, ExecPlan, ProcessPlan, run_container_init, run_exec_init
+from matou.runtime.linux.seccomp import BpfCache, profile_key
+from matou.runtime.state import FIFO, ContainerState, check_id, list_ids, proc_stat
+from matou.util.fs import atomic_write, rmtree
+
+_IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
+_SIOCSIFFLAGS = 0x8914
+_EXEC_NS_ORDER = ("cgroup", "ipc", "uts", "network", "mount")  # mount last: it hides the host's /proc
+
+
+def _bring_up_loopback() -> None:
+    """A new network namespace starts with lo down; runc and crun bring it up."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING))
+    finally:
+        s.close()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def _wait_child(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _connect_console(path: str) -> int:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise InvalidArgument(f"console socket {path}: {e.strerror}")
+    return s.detach()
+
+
+class BuiltinRuntime:
+    """See api.Runtime for the life cycle."""
+
+    def __init__(self, root: str, *, cgroup_parent: str = "/matou") -> None:
+        self.root = os.path.abspath(root)
+        self.cgroup_parent = cgroup_parent
+        os.makedirs(self.root, 0o711, exist_ok=True)
+        self._bpf = BpfCache(os.path.join(self.root, ".seccomp"))
+        self._hierarchies: list[cgroups.Hierarchy] | None = None
+        self._available_caps = capmod.current_bounding()
+        self._last_cap = capmod.last_cap()
+        self._own_pidns = os.stat("/proc/self/ns/pid").st_ino
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _dir(self, container_id: str) -> str:
+        return os.path.join(self.root, container_id)
+
+    def _load(self, container_id: str) -> ContainerState:
+        return ContainerState.load(self.root, container_id)
+
+    def _hier(self) -> list[cgroups.Hierarchy]:
+        if self._hierarchies is None:
+            self._hierarchies = cgroups.detect()
+        return self._hierarchies
+
+    def _cgroup(self, st: ContainerState) -> cgroups.Cgroup:
+        cg = st.cg()
+        if cg is None:
+            raise Unsupported(f"container {st.id} has no cgroup")
+        return cg
+
+    def _seccomp(self, section: dict[str, Any] | None) -> tuple[sc.SeccompProgram | None, str | None]:
+        if not section:
+            return None, None
+        return sc.SeccompProgram(self._bpf.get(section)), profile_key(section)
+
+    # ------------------------------------------------------------------------------------------------ create
+    def create(self, container_id: str, bundle: str, *, stdio: tuple[int, int, int] | None = None,
+               console_fd: int | None = None, console_socket: str | None = None,
+               pid_file: str | None = None) -> int:
+        sock = _connect_console(console_socket) if console_socket else None
+        try:
+            return self._create(container_id, bundle, stdio, console_fd, sock, pid_file)
+        finally:
+            if sock is not None:
+                os.close(sock)
+
+    def create_tty(self, container_id: str, bundle: str, *, pid_file: str | None = None) -> tuple[int, int]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = self._create(container_id, bundle, None, None, theirs.fileno(), pid_file)
+            theirs.close()
+            _msg, fds, _flags, _addr = socket.recv_fds(ours, 4096, 1)
+            if not fds:
+                raise SystemError_("the container did not send its terminal")
+            return pid, fds[0]
+        finally:
+            theirs.close()
+            ours.close()
+
+    def _create(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
+                console_sock: int | None, pid_file: str | None) -> int:
+        check_id(cid)
+        bundle = os.path.abspath(bundle)
+        cfg = plan.load_config(bundle)
+        root = plan.rootfs_path(bundle, cfg)
+        linux = cfg.get("linux") or {}
+        proc = cfg["process"]
+        if proc.get("terminal") and console_fd is None and console_sock is None:
+            raise InvalidArgument("process.terminal is true: a console (pty slave or console socket) is needed")
+        state_dir = self._dir(cid)
+        try:
+            os.mkdir(state_dir, 0o711)
+        except FileExistsError:
+            raise Conflict(f"container with id {cid!r} already exists")
+        opened: list[int] = []
+        cg: cgroups.Cgroup | None = None
+        pid = 0
+        try:
+            seccomp, skey = self._seccomp(linux.get("seccomp"))
+            pplan = plan.process_plan(proc, seccomp, self._available_caps, self._last_cap)
+            pplan.stdio, pplan.console_fd, pplan.console_sock = stdio, console_fd, console_sock
+            flags = 0
+            join: list[tuple[int, int]] = []
+            pid_join: int | None = None
+            new_cgroupns = False
+            ns_types = set()
+            for ns in linux.get("namespaces") or []:
+                kind = ns.get("type", "")
+                flag = sc.NS_FLAGS.get(kind)
+                if flag is None:
+                    raise InvalidArgument(f"unknown namespace type {kind!r}")
+                if kind == "user":
+                    raise Unsupported("user namespaces are not supported by the built-in runtime")
+                ns_types.add(kind)
+                if ns.get("path"):
+                    fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+                    opened.append(fd)
+                    if kind == "pid":
+                        pid_join = fd
+                    else:
+                        join.append((fd, flag))
+                elif kind == "cgroup":
+                    new_cgroupns = True  # after joining the cgroup, so its root is the container's
+                else:
+                    flags |= flag
+            mount_ns = "mount" in ns_types
+            cg = cgroups.Cgroup.create(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}",
+                                       linux.get("resources"))
+            binds = [(d, os.path.basename(mp)) for mp, d in cg.dirs.items()]
+            fifo = os.path.join(state_dir, FIFO)
+            os.mkfifo(fifo, 0o622)
+            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+            opened.append(fifo_fd)
+            mounts = plan.mounts(cfg)
+            cplan = ContainerPlan(
+                id=cid, rootfs=root, readonly_root=bool((cfg.get("root") or {}).get("readonly")),
+                root_propagation=plan.root_propagation(linux), mount_ns=mount_ns, mounts=mounts,
+                devices=plan.devices(linux),
+                setup_dev=not any(m.destination.rstrip("/") == "/dev" and m.is_bind for m in mounts),
+                cgroup_procs=[], cgroup_binds=binds, cgroup_v2=cg.version == 2,
+                new_cgroupns=new_cgroupns, join_ns=join, hostname=cfg.get("hostname"),
+                domainname=cfg.get("domainname"), sysctls=plan.sysctls(linux),
+                masked=list(linux.get("maskedPaths") or []), readonly=list(linux.get("readonlyPaths") or []),
+                fifo_fd=fifo_fd, cgroup_wait_fd=-1,
+            )
+            new_net = bool(flags & sc.CLONE_NEWNET)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
+            opened += [r, w, cg_r, cg_w]
+            cplan.cgroup_wait_fd = cg_r
+            pid = self._clone(flags, pid_join, lambda: self._child(cplan, pplan, w, new_net))
+            for fd in (w, cg_r):
+                os.close(fd)
+                opened.remove(fd)
+            try:
+                for f in cg.procs_files():
+                    cgroups.write(f, str(pid))
+                os.write(cg_w, b"1")
+            except OSError:
+                pass  # the child reads EOF instead of "1" and reports it
+            os.close(cg_w)
+            opened.remove(cg_w)
+            msg = _read_all(r)
+            self._check_sync(msg, pid)
+            st = ContainerState(
+                id=cid, pid=pid, start_time=(proc_stat(pid) or ("", 0))[1], bundle=bundle, rootfs=root,
+                created=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+                annotations=dict(cfg.get("annotations") or {}), cgroup=cg.to_json(), seccomp_key=skey,
+            )
+            if seccomp is not None:
+                atomic_write(os.path.join(state_dir, "seccomp.bpf"), seccomp.bpf, sync=False)
+            st.save(state_dir)
+            if pid_file:
+                atomic_write(pid_file, str(pid).encode(), sync=False)
+            return pid
+        except BaseException:
+            if pid > 0:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                _wait_child(pid)
+            if cg is not None:
+                with contextlib.suppress(Exception):
+                    cg.destroy()
+            rmtree(state_dir)
+            raise
+        finally:
+            for fd in opened:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    @staticmethod
+    def _child(c: ContainerPlan, p: ProcessPlan, w: int, new_net: bool) -> None:
+        if new_net:
+            with contextlib.suppress(OSError):
+                _bring_up_loopback()
+        run_container_init(c, p, w)
+
+    def _clone(self, flags: int, pid_ns_fd: int | None, child: Any) -> int:
+        """clone(); with pid_ns_fd, first point our pid_for_children there (the child lands in that namespace as
+        our own child), and back afterwards."""
+        own = None
+        if pid_ns_fd is not None:
+            own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            sc.setns(pid_ns_fd, sc.CLONE_NEWPID)
+        try:
+            pid = sc.clone(flags)
+            if pid == 0:
+                try:
+                    child()
+                finally:
+                    os._exit(1)
+            return pid
+        finally:
+            if own is not None:
+                sc.setns(own, sc.CLONE_NEWPID)
+                os.close(own)
+
+    @staticmethod
+    def _check_sync(msg: bytes, pid: int) -> None:
+        try:
+            reply = json.loads(msg.splitlines()[0]) if msg else {}
+        except ValueError:
+            reply = {"error": msg.decode(errors="replace")}
+        if reply.get("ok"):
+            return
+        _wait_child(pid)
+        if not reply:
+            raise SystemError_("container init exited before it was ready")
+        if reply.get("exec"):
+            raise ExecError(reply["error"], int(reply.get("errno") or 0))
+        raise SystemError_(f"container init: {reply.get('error')}")
+
+    # ------------------------------------------------------------------------------------------------ start
+    def start(self, container_id: str) -> None:
+        st = self._load(container_id)
+        fifo = os.path.join(self._dir(container_id), FIFO)
+        if not os.path.exists(fifo):
+            if st.alive():
+                raise Conflict(f"container {container_id} is already running")
+            raise Conflict(f"cannot start container {container_id}: it has stopped")
+        if not st.alive():
+            raise Conflict(f"cannot start container {container_id}: its init has exited")
+        try:
+            pidfd = sc.pidfd_open(st.pid)
+        except OSError:
+            raise Conflict(f"cannot start container {container_id}: its init has exited")
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = b""
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            done = False
+            while not done:
+                for rfd, _ev in poller.poll():
+                    if rfd == fd:
+                        chunk = os.read(fd, 4096)
+                        if chunk:
+                            data += chunk
+                        elif data:
+                            done = True  # EOF after the handshake: execve closed the fifo
+                    else:
+                        with contextlib.suppress(BlockingIOError):
+                            data += _read_all(fd)
+                        done = True
+        finally:
+            os.close(fd)
+            os.close(pidfd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)
+        if not data.startswith(b"0"):
+            raise SystemError_(f"container {container_id}: init exited before start")
+        if len(data) > 1:
+            try:
+                err = json.loads(data[1:])
+            except ValueError:
+                err = {"error": data[1:].decode(errors="replace"), "errno": 0}
+            raise ExecError(err.get("error", "exec failed"), int(err.get("errno") or 0))
+
+    # ------------------------------------------------------------------------------------------------ queries
+    def state(self, container_id: str) -> dict[str, Any]:
+        st = self._load(container_id)
+        return st.oci(self._dir(container_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in list_ids(self.root):
+            with contextlib.suppress(NotFound):
+                out.append(self.state(cid))
+        return out
+
+    def pids(self, container_id: str) -> list[int]:
+        st = self._load(container_id)
+        cg = st.cg()
+        if cg is None:
+            return [st.pid] if st.alive() else []
+        return cg.pids()
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        st = self._load(container_id)
+        out = self._cgroup(st).stats()
+        out["id"] = container_id
+        out["system_cpu_usage"] = cgroups.system_cpu_usage()
+        out["online_cpus"] = os.cpu_count() or 1
+        return out
+
+    def oom_killed(self, container_id: str) -> bool:
+        st = self._load(container_id)
+        cg = st.cg()
+        return cg is not None and cg.oom_kills() > 0
+
+    # ------------------------------------------------------------------------------------------------ control
+    def kill(self, container_id: str, sig: int, all: bool = False) -> None:
+        st = self._load(container_id)
+        if not st.alive():
+            raise Conflict(f"container {container_id} is not running")
+        if all and st.cg() is not None:
+            for pid in self._cgroup(st).pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            return
+        try:
+            pidfd = sc.pidfd_open(st.pid)
+        except OSError:
+            raise Conflict(f"container {container_id} is not running")
+        try:
+            if st.alive():  # the pidfd now pins this exact process
+                sc.pidfd_send_signal(pidfd, sig)
+        finally:
+            os.close(pidfd)
+
+    def pause(self, container_id: str) -> None:
+        st = self._load(container_id)
+        if st.status(self._dir(container_id)) != "running":
+            raise Conflict(f"container {container_id} is not running")
+        self._cgroup(st).freeze(True)
+
+    def resume(self, container_id: str) -> None:
+        st = self._load(container_id)
+        if st.status(self._dir(container_id)) != "paused":
+            raise Conflict(f"container {container_id} is not paused")
+        self._cgroup(st).freeze(False)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        st = self._load(container_id)
+        try:
+            self._cgroup(st).apply(resources)
+        except OSError as e:
+            raise InvalidArgument(f"update {container_id}: {e.strerror}")
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        st = self._load(container_id)
+        state_dir = self._dir(container_id)
+        status = st.status(state_dir)
+        if status in ("running", "paused") and not force:
+            raise Conflict(f"cannot delete container {container_id} that is not stopped: {status}")
+        cg = st.cg()
+        if status != "stopped":
+            self._kill_and_wait(st, cg)
+        if cg is not None:
+            leftovers = cg.pids()  # a shared pid namespace leaves other processes behind
+            if leftovers:
+                for pid in leftovers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, 9)
+                if cg.frozen():
+                    cg.freeze(False)
+            cg.destroy()
+        rmtree(state_dir)
+
+    def _kill_and_wait(self, st: ContainerState, cg: cgroups.Cgroup | None) -> None:
+        try:
+            pidfd = sc.pidfd_open(st.pid)
+        except OSError:
+            return
+        try:
+            if not st.alive():
+                return
+            sc.pidfd_send_signal(pidfd, 9)
+            if cg is not None and cg.frozen():
+                cg.freeze(False)
+            if not select.select([pidfd], [], [], 10)[0]:
+                raise SystemError_(f"container {st.id}: init did not die after SIGKILL")
+        finally:
+            os.close(pidfd)
+
+    # ------------------------------------------------------------------------------------------------ exec
+    def exec(self, container_id: str, process: dict[str, Any], *, stdio: tuple[int, int, int] | None = None,
+             console_fd: int | None = None, console_socket: str | None = None) -> int:
+        sock = _connect_console(console_socket) if console_socket else None
+        try:
+            return self._exec(container_id, process, stdio, console_fd, sock)
+        finally:
+            if sock is not None:
+                os.close(sock)
+
+    def exec_tty(self, container_id: str, process: dict[str, Any]) -> tuple[int, int]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = self._exec(container_id, process, None, None, theirs.fileno())
+            theirs.close()
+            _msg, fds, _flags, _addr = socket.recv_fds(ours, 4096, 1)
+            if not fds:
+                raise SystemError_("the exec'd process did not send its terminal")
+            return pid, fds[0]
+        finally:
+            theirs.close()
+            ours.close()
+
+    def _exec(self, cid: str, process: dict[str, Any], stdio: tuple[int, int, int] | None,
+              console_fd: int | None, console_sock: int | None) -> int:
+        st = self._load(cid)
+        status = st.status(self._dir(cid))
+        if status not in ("running", "created"):
+            raise Conflict(f"cannot exec in a {status} container")
+        if process.get("terminal") and console_fd is None and console_sock is None:
+            raise InvalidArgument("process.terminal is true: a console (pty slave or console socket) is needed")
+        seccomp = None
+        if st.seccomp_key:
+            with open(os.path.join(self._dir(cid), "seccomp.bpf"), "rb") as f:
+                seccomp = sc.SeccompProgram(f.read())
+        pplan = plan.process_plan(process, seccomp, self._available_caps, self._last_cap)
+        pplan.stdio, pplan.console_fd, pplan.console_sock = stdio, console_fd, console_sock
+        opened: list[int] = []
+        pid = 0
+        try:
+            ns_fds: list[tuple[int, int]] = []
+            pid_ns: int | None = None
+            for kind in ("pid",) + _EXEC_NS_ORDER:
+                name = sc.NS_PROC_NAME[kind]
+                theirs = f"/proc/{st.pid}/ns/{name}"
+                try:
+                    if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                        continue
+                    fd = os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                opened.append(fd)
+                if kind == "pid":
+                    pid_ns = fd
+                else:
+                    ns_fds.append((fd, sc.NS_FLAGS[kind]))
+            if not st.alive():  # the fds might belong to a recycled pid
+                raise Conflict(f"container {cid} is not running")
+            cg = st.cg()
+            xplan = ExecPlan(cgroup_procs=cg.procs_files() if cg else [], ns_fds=ns_fds)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            opened += [r, w]
+            pid = self._clone(0, pid_ns, lambda: run_exec_init(xplan, pplan, w))
+            os.close(w)
+            opened.remove(w)
+            msg = _read_all(r)
+            if msg:
+                self._check_sync(msg, pid)
+            return pid
+        except BaseException:
+            if pid > 0 and proc_stat(pid) is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                _wait_child(pid)
+            raise
+        finally:
+            for fd in opened:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+

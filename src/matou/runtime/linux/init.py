@@ -1,0 +1,359 @@
+"""What runs in the cloned child, from clone() to execve(): runc's standard_init_linux.go order, in Python.
+
+Why no re-exec: the callers (the per-container monitor, the runtime CLI) are small single-threaded processes, so a
+plain clone() with namespace flags is safe there and saves an interpreter start (~17 ms) per container. Everything
+that can fail on bad input is parsed in the parent into the plan objects below; the child only makes system calls.
+
+Protocol with the parent: ``sync_fd`` (a CLOEXEC pipe) receives one JSON line, ``{"ok": true}`` once the process is
+ready to exec, or ``{"error": ..., "errno": ..., "exec": bool}``; the parent reads to EOF. A container init then
+blocks opening the exec fifo for writing until ``start`` opens it for reading; the init writes "0", and if execve
+fails, the error text, which ``start`` reads until EOF (execve closing the CLOEXEC fifo is the success signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from matou.runtime.linux import rootfs
+from matou.runtime.linux import syscalls as sc
+from matou.runtime.linux.caps import CapSets
+from matou.runtime.linux.rootfs import Device, Mount
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXEC = 126
+
+
+@dataclass
+class ProcessPlan:
+    """The user process, fully resolved to numbers and fds."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: list[int]
+    umask: int | None
+    caps: CapSets | None
+    no_new_privs: bool
+    rlimits: list[tuple[int, int, int]]
+    oom_score_adj: int | None
+    seccomp: sc.SeccompProgram | None
+    stdio: tuple[int, int, int] | None = None
+    console_fd: int | None = None  # a pty slave the caller made: becomes the controlling tty and stdio
+    console_sock: int | None = None  # a unix socket: create the pty inside the container, send its master here
+
+
+@dataclass
+class ContainerPlan:
+    id: str
+    rootfs: str
+    readonly_root: bool
+    root_propagation: int
+    mount_ns: bool
+    mounts: list[Mount]
+    devices: list[Device]
+    setup_dev: bool
+    cgroup_procs: list[str]
+    cgroup_binds: list[tuple[str, str]]
+    cgroup_v2: bool
+    new_cgroupns: bool
+    join_ns: list[tuple[int, int]]
+    hostname: str | None
+    domainname: str | None
+    sysctls: dict[str, str]
+    masked: list[str]
+    readonly: list[str]
+    fifo_fd: int
+    cgroup_wait_fd: int  # the parent writes one byte once it has moved us into our cgroups (see wait_cgroup)
+    parent_pid: int = field(default_factory=os.getpid)
+
+
+@dataclass
+class ExecPlan:
+    """Joining a running container: its cgroups, then its namespaces (mount last)."""
+
+    cgroup_procs: list[str]
+    ns_fds: list[tuple[int, int]]
+
+
+class _ExecFailure(Exception):
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+        self.message = message
+
+
+def _send(fd: int, obj: dict) -> None:
+    data = (json.dumps(obj) + "\n").encode()
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]
+
+
+def _reset_signals() -> None:
+    """Undo what CPython does at start-up (SIGPIPE, SIGXFSZ ignored) and whatever the caller blocked."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(s, signal.SIG_DFL)
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+
+
+def _stdio(p: ProcessPlan) -> None:
+    if p.stdio is not None:
+        fds = list(p.stdio)
+        # dup everything above 2 first so that e.g. (1, 0, 2) can't clobber itself
+        tmp = [os.dup(fd) if fd >= 0 else -1 for fd in fds]
+        for target, fd in enumerate(tmp):
+            if fd >= 0:
+                os.dup2(fd, target)
+                os.close(fd)
+
+
+def _console_from_fd(slave: int) -> None:
+    os.setsid()
+    sc.ioctl_int(slave, sc.TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+
+
+def _console_from_socket(sock_fd: int) -> str:
+    """runc's --console-socket protocol: a new pty from the container's own devpts, master sent over SCM_RIGHTS."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    sc.ioctl_ptr_int(master, sc.TIOCSPTLCK, 0)
+    n = sc.ioctl_ptr_int(master, sc.TIOCGPTN)
+    path = f"/dev/pts/{n}"
+    sock = socket.socket(fileno=os.dup(sock_fd))
+    try:
+        socket.send_fds(sock, [path.encode()], [master])
+    finally:
+        sock.close()
+        os.close(master)
+        os.close(sock_fd)
+    slave = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    _console_from_fd(slave)
+    os.close(slave)
+    return path
+
+
+def _lookup_home(uid: int) -> str:
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def look_path(name: str, env: list[str]) -> str:
+    """Go's exec.LookPath against process.env, inside the container's root; errors carry Docker's wording."""
+    if not name:
+        raise _ExecFailure(errno.ENOENT, 'exec: "": executable file not found in $PATH')
+    if "/" in name:
+        try:
+            st = os.stat(name)
+        except OSError as e:
+            raise _ExecFailure(e.errno or errno.ENOENT, f'exec: "{name}": stat {name}: {os.strerror(e.errno or 2)}')
+        if stat.S_ISDIR(st.st_mode):
+            raise _ExecFailure(errno.EACCES, f'exec: "{name}": is a directory')
+        if not os.access(name, os.X_OK):
+            raise _ExecFailure(errno.EACCES, f'exec: "{name}": permission denied')
+        return name
+    path = DEFAULT_PATH
+    for kv in env:
+        if kv.startswith("PATH="):
+            path = kv[5:]
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(cand, os.X_OK):
+            return cand
+    raise _ExecFailure(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')
+
+
+def _finish_process(p: ProcessPlan) -> tuple[str, dict[str, str]]:
+    """rlimits, no_new_privs, seccomp, user, capabilities, cwd: runc's finalizeNamespace and what surrounds it."""
+    for res, soft, hard in p.rlimits:
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise OSError(errno.EPERM, f"setrlimit({res}, {soft}, {hard}): {e}")
+    if p.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(p.oom_score_adj))
+    if p.no_new_privs:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    if p.seccomp is not None and not p.no_new_privs:
+        p.seccomp.load()  # needs CAP_SYS_ADMIN without no_new_privs: before the caps are dropped
+    sc.close_range_cloexec(3)
+    if p.caps is not None:
+        p.caps.drop_bounding()
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    cwd_ok = True
+    try:
+        os.chdir(p.cwd)
+    except OSError:
+        cwd_ok = False
+    os.setgroups(p.additional_gids)
+    os.setresgid(p.gid, p.gid, p.gid)
+    os.setresuid(p.uid, p.uid, p.uid)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    if p.caps is not None:
+        p.caps.apply()
+    if not cwd_ok:
+        try:
+            os.chdir(p.cwd)
+        except OSError as e:
+            raise OSError(e.errno, f"chdir to cwd ({p.cwd!r}) set in config.json failed: {e.strerror}")
+    if p.umask is not None:
+        os.umask(p.umask)
+    env: dict[str, str] = {}
+    for kv in p.env:
+        k, sep, v = kv.partition("=")
+        if sep:
+            env[k] = v
+    if "HOME" not in env:
+        env["HOME"] = _lookup_home(p.uid)
+    path = look_path(p.args[0] if p.args else "", p.env)
+    if p.seccomp is not None and p.no_new_privs:
+        p.seccomp.load()  # as late as possible: only open/write/execve follow
+    return path, env
+
+
+def _report(sync_fd: int, e: BaseException) -> int:
+    if isinstance(e, _ExecFailure):
+        _send(sync_fd, {"error": e.message, "errno": e.errno, "exec": True})
+        return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
+    if isinstance(e, OSError):
+        msg = str(e) if e.strerror is None or e.strerror in str(e) else f"{e}"
+        _send(sync_fd, {"error": msg, "errno": e.errno or 0, "exec": False})
+    else:
+        _send(sync_fd, {"error": f"{type(e).__name__}: {e}", "errno": 0, "exec": False})
+    return 1
+
+
+def _wait_cgroup(c: ContainerPlan) -> None:
+    """The parent migrates us into the cgroups while we build the rootfs: the first migration after a quiet
+    spell waits for an RCU grace period (8-14 ms here), which overlaps our own work this way."""
+    if os.read(c.cgroup_wait_fd, 1) != b"1":
+        raise OSError(errno.EIO, "the runtime could not place the container in its cgroups")
+    os.close(c.cgroup_wait_fd)
+    if c.new_cgroupns:
+        sc.unshare(sc.CLONE_NEWCGROUP)
+
+
+def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoReturn:
+    """The container's PID 1 until execve. Never returns."""
+    code = 1
+    stage = "init"
+    try:
+        stage = "setup"
+        _reset_signals()
+        _stdio(p)
+        for fd, flag in c.join_ns:
+            sc.setns(fd, flag)
+        with contextlib.suppress(OSError):
+            sc.join_session_keyring("_ses." + c.id[:64])
+        root = c.rootfs
+        if c.cgroup_v2:  # the cgroup2 mount shows the namespace's root: join first
+            _wait_cgroup(c)
+        if c.mount_ns:
+            rootfs.prepare(root, c.root_propagation)
+            rootfs.mount_all(root, c.mounts, c.cgroup_binds, c.cgroup_v2)
+            if c.setup_dev:
+                rootfs.create_devices(root, c.devices)
+                rootfs.dev_symlinks(root)
+            if p.console_fd is not None:
+                rootfs.bind_console(root, f"/proc/self/fd/{p.console_fd}")
+            rootfs.pivot(root)
+        else:
+            os.chroot(root)
+            os.chdir("/")
+        if p.console_sock is not None:
+            slave = _console_from_socket(p.console_sock)
+            if c.mount_ns:
+                rootfs.bind_console("", slave)
+        elif p.console_fd is not None:
+            _console_from_fd(p.console_fd)
+        if c.mount_ns and c.readonly_root:
+            rootfs.readonly_root()
+        if c.hostname:
+            sc.sethostname(c.hostname)
+        if c.domainname:
+            sc.setdomainname(c.domainname)
+        for key, value in c.sysctls.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+                fh.write(value)
+        for path in c.readonly:
+            rootfs.readonly_path(path)
+        for path in c.masked:
+            rootfs.mask_path(path)
+        if not c.cgroup_v2:
+            _wait_cgroup(c)
+        exe, env = _finish_process(p)
+        _send(sync_fd, {"ok": True})
+        os.close(sync_fd)
+        stage = "fifo"
+        fifo = os.open(f"/proc/self/fd/{c.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fifo, b"0")
+        os.close(c.fifo_fd)
+        stage = "exec"
+        try:
+            os.execve(exe, p.args, env)
+        except OSError as e:
+            err = e.errno or errno.EACCES
+            msg = f'exec: "{p.args[0]}": {os.strerror(err).lower()}'
+            with contextlib.suppress(OSError):
+                os.write(fifo, json.dumps({"error": msg, "errno": err}).encode())
+            code = EXIT_NOT_FOUND if err == errno.ENOENT else EXIT_CANNOT_EXEC
+    except BaseException as e:  # noqa: BLE001 - everything must reach the parent, then _exit
+        if stage in ("setup", "init"):
+            code = _report(sync_fd, e)
+    finally:
+        os._exit(code)
+
+
+def run_exec_init(x: ExecPlan, p: ProcessPlan, sync_fd: int) -> NoReturn:
+    """A process joining a container (already in its pid namespace through the parent). Never returns."""
+    code = 1
+    try:
+        _reset_signals()
+        _stdio(p)
+        for f in x.cgroup_procs:
+            with contextlib.suppress(FileNotFoundError), open(f, "w") as fh:
+                fh.write("0")
+        for fd, flag in x.ns_fds:
+            sc.setns(fd, flag)
+        os.chdir("/")
+        if p.console_sock is not None:
+            _console_from_socket(p.console_sock)
+        elif p.console_fd is not None:
+            _console_from_fd(p.console_fd)
+        exe, env = _finish_process(p)
+        try:
+            os.execve(exe, p.args, env)
+        except OSError as e:
+            err = e.errno or errno.EACCES
+            raise _ExecFailure(err, f'exec: "{p.args[0]}": {os.strerror(err).lower()}')
+    except BaseException as e:  # noqa: BLE001
+        code = _report(sync_fd, e)
+    finally:
+        os._exit(code)

@@ -1,0 +1,315 @@
+"""The container's mount tree, as runc's rootfs_linux.go builds it.
+
+Parsing (``parse_mount``) happens in the caller before clone; the functions below that take a ``root`` run in the
+child, inside its fresh mount namespace: make / a slave, bind the rootfs onto itself, mount each entry under it
+(destinations resolved inside the rootfs so an image's symlinks can't point them at the host), create the default
+device nodes and /dev symlinks, pivot_root, and later mask and make read-only the configured paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from matou.errors import InvalidArgument
+from matou.runtime.linux import syscalls as sc
+from matou.util.fs import resolve_in_root
+
+_SET: dict[str, int] = {
+    "ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV, "noexec": sc.MS_NOEXEC,
+    "sync": sc.MS_SYNCHRONOUS, "remount": sc.MS_REMOUNT, "mand": sc.MS_MANDLOCK, "dirsync": sc.MS_DIRSYNC,
+    "noatime": sc.MS_NOATIME, "nodiratime": sc.MS_NODIRATIME, "bind": sc.MS_BIND,
+    "rbind": sc.MS_BIND | sc.MS_REC, "relatime": sc.MS_RELATIME, "strictatime": sc.MS_STRICTATIME,
+    "silent": sc.MS_SILENT, "nosymfollow": sc.MS_NOSYMFOLLOW,
+}
+_CLEAR: dict[str, int] = {
+    "rw": sc.MS_RDONLY, "suid": sc.MS_NOSUID, "dev": sc.MS_NODEV, "exec": sc.MS_NOEXEC,
+    "async": sc.MS_SYNCHRONOUS, "nomand": sc.MS_MANDLOCK, "atime": sc.MS_NOATIME, "diratime": sc.MS_NODIRATIME,
+    "norelatime": sc.MS_RELATIME, "nostrictatime": sc.MS_STRICTATIME, "loud": sc.MS_SILENT,
+    "symfollow": sc.MS_NOSYMFOLLOW, "defaults": 0,
+}
+PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+_IGNORED = frozenset({"tmpcopyup", "rro", "rrw"})
+_REMOUNT_MASK = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME | sc.MS_NODIRATIME | \
+    sc.MS_RELATIME | sc.MS_STRICTATIME | sc.MS_NOSYMFOLLOW
+
+# (path, major, minor): the devices every container gets (OCI runtime spec "Default Devices"), mode 0666
+DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
+    ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/tty", 5, 0),
+    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9),
+)
+DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
+    ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One OCI mount, parsed: flags for mount(2), the remainder as data, propagation applied afterwards."""
+
+    destination: str
+    type: str
+    source: str
+    flags: int
+    data: str
+    propagation: tuple[int, ...]
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & sc.MS_BIND)
+
+
+@dataclass(frozen=True)
+class Device:
+    path: str
+    kind: str  # c, b, u, p
+    major: int
+    minor: int
+    mode: int
+    uid: int
+    gid: int
+
+
+def parse_mount(m: dict) -> Mount:
+    dest = m.get("destination") or ""
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"mount destination must be absolute: {dest!r}")
+    flags = 0
+    data: list[str] = []
+    prop: list[int] = []
+    for opt in m.get("options") or ():
+        if opt in _SET:
+            flags |= _SET[opt]
+        elif opt in _CLEAR:
+            flags &= ~_CLEAR[opt]
+        elif opt in PROPAGATION:
+            prop.append(PROPAGATION[opt])
+        elif opt in _IGNORED:
+            continue
+        elif opt in ("idmap", "ridmap"):
+            raise InvalidArgument(f"mount {dest}: idmapped mounts are not supported")
+        else:
+            data.append(opt)
+    mtype = m.get("type") or ("bind" if flags & sc.MS_BIND else "")
+    if mtype == "bind":
+        flags |= sc.MS_BIND
+    source = m.get("source") or mtype
+    if flags & sc.MS_BIND and not source.startswith("/"):
+        raise InvalidArgument(f"bind mount {dest}: source must be an absolute path, not {source!r}")
+    return Mount(dest, mtype, source, flags, ",".join(data), tuple(prop))
+
+
+def parse_device(d: dict) -> Device:
+    path = d.get("path") or ""
+    if not path.startswith("/dev/"):
+        raise InvalidArgument(f"device path must be under /dev: {path!r}")
+    kind = d.get("type") or "c"
+    if kind not in ("c", "b", "u", "p"):
+        raise InvalidArgument(f"device {path}: unknown type {kind!r}")
+    return Device(path, kind, int(d.get("major", 0)), int(d.get("minor", 0)), int(d.get("fileMode", 0o666)),
+                  int(d.get("uid", 0)), int(d.get("gid", 0)))
+
+
+def default_devices() -> list[Device]:
+    return [Device(p, "c", ma, mi, 0o666, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
+
+
+# ------------------------------------------------------------------------------------------------------ child side
+def _in_root(root: str, dest: str) -> str:
+    return resolve_in_root(root, dest)
+
+
+def _mkdirs(path: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(path, 0o755)
+
+
+def _ensure_target(target: str, is_dir: bool) -> None:
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        if is_dir:
+            _mkdirs(target)
+        else:
+            _mkdirs(os.path.dirname(target))
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+        return
+    if is_dir and not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ENOTDIR, f"mount target {target} is not a directory")
+
+
+def prepare(root: str, propagation: int) -> None:
+    """Keep our mounts from reaching the host (rslave by default), and make the rootfs a mount point."""
+    sc.mount(None, "/", None, propagation or (sc.MS_SLAVE | sc.MS_REC))
+    sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+
+
+def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool) -> None:
+    for m in mounts:
+        if m.type == "cgroup":
+            _mount_cgroup(root, m, cgroup_binds, cgroup_v2)
+            continue
+        target = _in_root(root, m.destination)
+        if m.is_bind:
+            try:
+                st = os.stat(m.source)
+            except OSError as e:
+                raise OSError(e.errno, f"bind mount source {m.source}: {os.strerror(e.errno or 0)}")
+            _ensure_target(target, stat.S_ISDIR(st.st_mode))
+            sc.mount(m.source, target, None, m.flags & (sc.MS_BIND | sc.MS_REC))
+            extra = m.flags & _REMOUNT_MASK
+            if extra:
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | extra | (m.flags & sc.MS_REC))
+        else:
+            _ensure_target(target, True)
+            sc.mount(m.source, target, m.type, m.flags, m.data)
+        for p in m.propagation:
+            sc.mount(None, target, None, p)
+
+
+def _mount_cgroup(root: str, m: Mount, binds: list[tuple[str, str]], cgroup_v2: bool) -> None:
+    """v2: a cgroup2 mount (the cgroup namespace makes its root the container's cgroup). v1: a tmpfs with one
+    read-only bind per hierarchy of the container's own cgroup directories, so it sees its limits, not the host's."""
+    target = _in_root(root, m.destination)
+    _ensure_target(target, True)
+    flags = m.flags & ~sc.MS_BIND
+    if cgroup_v2:
+        try:
+            sc.mount("cgroup2", target, "cgroup2", flags)
+        except OSError:
+            if not binds:
+                raise
+            sc.mount(binds[0][0], target, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & _REMOUNT_MASK))
+        return
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    for host_dir, name in binds:
+        sub = target + "/" + name
+        os.mkdir(sub, 0o755)
+        sc.mount(host_dir, sub, None, sc.MS_BIND)
+        sc.mount(None, sub, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & _REMOUNT_MASK) | sc.MS_NOSUID |
+                 sc.MS_NODEV | sc.MS_NOEXEC)
+        if "," in name:  # cpu,cpuacct style joint hierarchies get the usual per-controller symlinks
+            for part in name.split(","):
+                with contextlib.suppress(FileExistsError):
+                    os.symlink(name, target + "/" + part)
+    if flags & sc.MS_RDONLY:
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def create_devices(root: str, devices: list[Device]) -> None:
+    for d in devices:
+        target = _in_root(root, d.path)
+        _mkdirs(os.path.dirname(target))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.kind]
+        try:
+            sc.mknod(target, kind | (d.mode & 0o7777), os.makedev(d.major, d.minor))
+            os.chmod(target, d.mode & 0o7777)  # mknod honours the umask
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+            # no CAP_MKNOD (nested in a restricted parent): bind the host's node instead, as runc does
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+            sc.mount(d.path, target, None, sc.MS_BIND)
+        if d.uid or d.gid:
+            os.chown(target, d.uid, d.gid)
+
+
+def dev_symlinks(root: str) -> None:
+    dev = root + "/dev"
+    for src, dst in DEV_SYMLINKS:
+        with contextlib.suppress(FileExistsError):
+            os.symlink(src, root + dst)
+    if os.path.exists("/proc/kcore"):
+        with contextlib.suppress(FileExistsError):
+            os.symlink("/proc/kcore", dev + "/core")
+    # /dev/ptmx must reach the container's own devpts instance
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dev + "/ptmx")
+    os.symlink("pts/ptmx", dev + "/ptmx")
+
+
+def bind_console(root: str, slave_path: str) -> None:
+    """/dev/console is the pty slave the container's init got as its terminal."""
+    target = root + "/dev/console"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(target)
+    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    sc.mount(slave_path, target, None, sc.MS_BIND)
+
+
+def pivot(root: str) -> None:
+    """pivot_root(".", ".") and detach the old root: no directory left behind in the image."""
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        try:
+            sc.pivot_root(".", ".")
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            _move_chroot(root)
+            return
+        os.fchdir(old)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def _move_chroot(root: str) -> None:
+    """pivot_root can't leave a ramfs/initramfs root: move the rootfs over / and chroot (runc's --no-pivot)."""
+    os.chdir(root)
+    sc.mount(root, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def _statvfs_flags(path: str) -> int:
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st_bit, ms in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+                       (os.ST_NOATIME, sc.MS_NOATIME), (os.ST_NODIRATIME, sc.MS_NODIRATIME),
+                       (os.ST_RELATIME, sc.MS_RELATIME)):
+        if f & st_bit:
+            out |= ms
+    return out
+
+
+def readonly_root() -> None:
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _statvfs_flags("/"))
+
+
+def readonly_path(path: str) -> None:
+    try:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return
+        raise
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC | _statvfs_flags(path))
+
+
+def mask_path(path: str) -> None:
+    try:
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno not in (errno.ENOTDIR, errno.EINVAL):
+            raise
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)

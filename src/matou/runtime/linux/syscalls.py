@@ -1,0 +1,270 @@
+"""The Linux system calls the runtime needs and Python 3.11 lacks, through ctypes.
+
+Every wrapper raises ``OSError`` with the errno and the call's name, so the init process can report exactly
+which step failed. ``clone`` goes through a ``PyDLL`` handle: the GIL stays held across the call, so the child
+resumes in the interpreter without having to re-acquire a lock whose owner exists only in the parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import NoReturn
+
+# clone(2) / unshare(2) / setns(2) flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+SIGCHLD = 17
+
+NS_FLAGS: dict[str, int] = {
+    "mount": CLONE_NEWNS,
+    "cgroup": CLONE_NEWCGROUP,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+    "time": CLONE_NEWTIME,
+}
+# /proc/<pid>/ns/<file> for each OCI namespace type
+NS_PROC_NAME: dict[str, str] = {
+    "mount": "mnt",
+    "cgroup": "cgroup",
+    "uts": "uts",
+    "ipc": "ipc",
+    "user": "user",
+    "pid": "pid",
+    "network": "net",
+    "time": "time",
+}
+
+# mount(2)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+TIOCSCTTY = 0x540E
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+CLOSE_RANGE_CLOEXEC = 1 << 2
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+_ARCH = platform.machine()
+_NR: dict[str, dict[str, int]] = {
+    "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "close_range": 436, "seccomp": 317,
+               "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424},
+    "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "close_range": 436, "seccomp": 277,
+                "keyctl": 219, "capget": 90, "capset": 91, "pidfd_send_signal": 424},
+}
+if _ARCH not in _NR:  # pragma: no cover - only x86_64 and aarch64 are supported
+    raise ImportError(f"matou.runtime: unsupported architecture {_ARCH}")
+NR = _NR[_ARCH]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_clone_syscall = _pylibc.syscall
+_clone_syscall.restype = ctypes.c_long
+_clone_syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_void_p]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
+
+
+def _fail(what: str, path: str | None = None) -> NoReturn:
+    err = ctypes.get_errno()
+    if path is not None:
+        raise OSError(err, f"{what} {path}: {os.strerror(err)}")
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def clone(flags: int) -> int:
+    """fork(2) with namespace flags: returns 0 in the child, the child's host pid in the parent.
+
+    Only safe in a single-threaded caller (the monitor, the CLI); the child must end in exec or os._exit.
+    """
+    ret = _clone_syscall(NR["clone"], flags | SIGCHLD, None, None, None, None)
+    if ret < 0:
+        _fail("clone")
+    return ret
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        _fail("unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        _fail("setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    if _libc.mount(source.encode() if source is not None else None, target.encode(),
+                   fstype.encode() if fstype is not None else None, flags,
+                   data.encode() if data else None) != 0:
+        _fail("mount", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    if _libc.umount2(target.encode(), flags) != 0:
+        _fail("umount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if _syscall(NR["pivot_root"], new_root.encode(), put_old.encode()) != 0:
+        _fail("pivot_root", new_root)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    ret = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    if ret < 0:
+        _fail(f"prctl({option})")
+    return ret
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    if _libc.sethostname(b, len(b)) != 0:
+        _fail("sethostname")
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    if _libc.setdomainname(b, len(b)) != 0:
+        _fail("setdomainname")
+
+
+def ioctl_int(fd: int, request: int, value: int = 0) -> int:
+    """ioctl with an int argument passed by value (TIOCSCTTY)."""
+    ret = _libc.ioctl(fd, request, ctypes.c_void_p(value))
+    if ret < 0:
+        _fail(f"ioctl({request:#x})")
+    return ret
+
+
+def ioctl_ptr_int(fd: int, request: int, value: int = 0) -> int:
+    """ioctl with a pointer to an int (TIOCGPTN reads it, TIOCSPTLCK writes it)."""
+    v = ctypes.c_int(value)
+    if _libc.ioctl(fd, request, ctypes.byref(v)) < 0:
+        _fail(f"ioctl({request:#x})")
+    return v.value
+
+
+def mknod(path: str, mode: int, dev: int) -> None:
+    if _libc.mknod(path.encode(), mode, dev) != 0:
+        _fail("mknod", path)
+
+
+def pidfd_open(pid: int) -> int:
+    ret = _syscall(NR["pidfd_open"], ctypes.c_int(pid), ctypes.c_uint(0))
+    if ret < 0:
+        _fail("pidfd_open")
+    return ret
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    if _syscall(NR["pidfd_send_signal"], ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)) < 0:
+        _fail("pidfd_send_signal")
+
+
+def close_range_cloexec(first: int) -> None:
+    """Mark every fd >= first close-on-exec, so nothing of the caller leaks into the container."""
+    if _syscall(NR["close_range"], ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) < 0:
+        _fail("close_range")
+
+
+def join_session_keyring(name: str) -> None:
+    """A fresh session keyring, so containers never share the caller's (best effort, like runc)."""
+    if _syscall(NR["keyctl"], ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), name.encode()) < 0:
+        _fail("keyctl(JOIN_SESSION_KEYRING)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_CAP_V3 = 0x20080522
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_CAP_V3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
+    if _syscall(NR["capset"], ctypes.byref(hdr), ctypes.byref(data)) != 0:
+        _fail("capset")
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompProgram:
+    """A BPF program kept in memory the child can load without allocating: built in the parent before clone."""
+
+    def __init__(self, bpf: bytes) -> None:
+        if len(bpf) % 8:
+            raise ValueError("seccomp program is not a whole number of BPF instructions")
+        self.bpf = bpf
+        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = SockFprog(len(bpf) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
+
+    def load(self) -> None:
+        if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
+            _fail("seccomp(SET_MODE_FILTER)")
