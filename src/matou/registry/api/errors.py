@@ -69,6 +69,7 @@ def oci_error(status: int, code: str, message: str, headers: dict[str, str] | No
     h = dict(API_VERSION_HEADER)
     if headers:
         h.update(headers)
+        h.pop("Content-Length", None)
     h["Content-Type"] = "application/json"
     return web.Response(status=status, body=body, headers=h)
 
