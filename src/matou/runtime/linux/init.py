@@ -148,6 +148,18 @@ def _console_from_socket(sock_fd: int) -> str:
     return path
 
 
+def _bind_console_fd(root: str, fd: int) -> None:
+    """Bind the caller's pty slave to /dev/console. The fd's mount belongs to the caller's namespace, which
+    mount(2) refuses as a source; its path resolves to the same node in our copy of that namespace."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        same = os.stat(path).st_rdev == os.fstat(fd).st_rdev
+    except OSError:
+        return
+    if same:
+        rootfs.bind_console(root, path)
+
+
 def _lookup_home(uid: int) -> str:
     try:
         with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
@@ -168,7 +180,7 @@ def look_path(name: str, env: list[str]) -> str:
         try:
             st = os.stat(name)
         except OSError as e:
-            raise _ExecFailure(e.errno or errno.ENOENT, f'exec: "{name}": stat {name}: {os.strerror(e.errno or 2)}')
+            raise _ExecFailure(e.errno or errno.ENOENT, f'exec: "{name}": stat {name}: {os.strerror(e.errno or 2).lower()}')
         if stat.S_ISDIR(st.st_mode):
             raise _ExecFailure(errno.EACCES, f'exec: "{name}": is a directory')
         if not os.access(name, os.X_OK):
@@ -282,7 +294,7 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
                 rootfs.create_devices(root, c.devices)
                 rootfs.dev_symlinks(root)
             if p.console_fd is not None:
-                rootfs.bind_console(root, f"/proc/self/fd/{p.console_fd}")
+                _bind_console_fd(root, p.console_fd)
             rootfs.pivot(root)
         else:
             os.chroot(root)

@@ -1,0 +1,268 @@
+"""The built-in runtime end to end: lifecycle, isolation, Docker's defaults, exec, terminals."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import time
+
+import pytest
+
+from matou.errors import Conflict, NotFound
+from matou.runtime.api import ExecError
+
+DOCKER_CAPEFF = "00000000a80425fb"
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_lifecycle_states_and_exit_code(builtin, bundles):
+    b = bundles.make("life", ["sh", "-c", "exit 7"])
+    pid = builtin.create("life", b)
+    st = builtin.rt.state("life")
+    assert st["status"] == "created" and st["pid"] == pid and st["bundle"] == b and st["ociVersion"]
+    assert os.path.exists(f"/proc/{pid}")
+    with pytest.raises(Conflict):
+        builtin.create("life", b)
+    builtin.rt.start("life")
+    assert builtin.wait(pid) == 7
+    assert builtin.rt.state("life")["status"] == "stopped"
+    with pytest.raises(Conflict):
+        builtin.rt.start("life")
+    builtin.rt.delete("life")
+    with pytest.raises(NotFound):
+        builtin.rt.state("life")
+
+
+def test_exit_by_signal_is_waitpid_status(builtin, bundles):
+    b = bundles.make("sig", ["sleep", "100"])
+    pid = builtin.create("sig", b)
+    builtin.rt.start("sig")
+    assert builtin.rt.state("sig")["status"] == "running"
+    with pytest.raises(Conflict):
+        builtin.rt.delete("sig")
+    builtin.rt.kill("sig", signal.SIGKILL)
+    assert builtin.wait(pid) == -signal.SIGKILL
+    builtin.rt.delete("sig")
+
+
+def test_default_container_is_docker_like(builtin, bundles):
+    script = ("grep CapEff /proc/self/status; hostname; ps -o pid,comm > /tmp/ps; echo ps=$(wc -l < /tmp/ps); "
+              "echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' '); "
+              "echo timer=$(wc -c < /proc/timer_list); cat /proc/kcore >/dev/null 2>&1; echo kcore=$?; "
+              "touch /sys/x 2>/dev/null; echo sys=$?; grep ' /sys sysfs' /proc/mounts; echo 1 > /proc/sys/vm/overcommit_ratio 2>/dev/null;"
+              " echo procsys=$?; mount -t tmpfs none /mnt 2>&1; echo mount=$?; unshare -m true 2>&1;"
+              " echo unshare=$?; ls /dev; id; pwd; echo HOME=$HOME; ip link 2>/dev/null | grep -c LOOPBACK")
+    b = bundles.make("def", ["sh", "-c", script], hostname="boxhost")
+    code, out = builtin.run("def", b)
+    assert code == 0, out
+    assert f"CapEff:\t{DOCKER_CAPEFF}" in out
+    assert "boxhost" in out
+    assert "ps=3" in out  # header, sh and ps: no host process is visible
+    assert "pid1=sh -c" in out
+    assert "timer=0" in out  # masked
+    assert "kcore=1" in out  # absent on this kernel or masked: unreadable either way
+    assert "sys=1" in out and "procsys=1" in out and "/sys sysfs ro," in out
+    assert "mount=1" in out and "Operation not permitted" in out
+    assert "unshare=1" in out
+    for dev in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd"):
+        assert dev in out.split(), (dev, out)
+    assert "uid=0(root) gid=0(root)" in out
+    assert "HOME=/root" in out
+
+
+def test_keyctl_blocked_by_seccomp(builtin, bundles, probe_binary):
+    if probe_binary is None:
+        pytest.skip("gcc with static libc is needed for the syscall probe")
+    b = bundles.make("keys", ["sh", "-c", "probe keyctl; probe unshare; probe mount"])
+    code, out = builtin.run("keys", b)
+    assert code == 0, out
+    assert "keyctl -1 EPERM" in out
+    assert "unshare -1 EPERM" in out
+    assert "mount -1 EPERM" in out
+
+
+def test_privileged_container(builtin, bundles):
+    script = ("grep CapEff /proc/self/status; mkdir -p /mnt; mount -t tmpfs none /mnt && echo mounted; "
+              "grep ' /sys sysfs' /proc/mounts; echo timer=$(wc -c < /proc/timer_list); ls /dev | wc -l")
+    b = bundles.make("priv", ["sh", "-c", script], privileged=True)
+    code, out = builtin.run("priv", b)
+    assert code == 0, out
+    assert "mounted" in out
+    assert "/sys sysfs rw," in out
+    capeff = int(out.split("CapEff:")[1].split()[0], 16)
+    assert capeff & (1 << 21)  # CAP_SYS_ADMIN
+    assert int(out.split("timer=")[1].split()[0]) > 0
+    assert int(out.strip().splitlines()[-1]) > 15  # host devices
+
+
+def test_user_env_cwd_readonly_rootfs(builtin, bundles):
+    b = bundles.make("usr", ["sh", "-c", "id; pwd; echo FOO=$FOO; touch /x 2>&1; touch /tmp/y && echo tmpok"],
+                     uid=1000, gid=1000, additional_gids=[10, 50], cwd="/home/user", env=["FOO=bar"],
+                     readonly_rootfs=True, tmpfs={"/tmp": "mode=1777"})
+    code, out = builtin.run("usr", b)
+    assert code == 0, out
+    assert "uid=1000(user) gid=1000(user) groups=10(wheel),50(staff)" in out
+    assert "/home/user" in out and "FOO=bar" in out
+    assert "Read-only file system" in out
+    assert "tmpok" in out
+
+
+def test_bind_mounts_sysctl_and_rlimits(builtin, bundles, tmp_path):
+    from matou.runtime.spec import Bind
+
+    host = tmp_path / "shared"
+    host.mkdir()
+    (host / "hello").write_text("from host\n")
+    b = bundles.make("bind", ["sh", "-c", "cat /data/hello; echo x > /ro/z 2>&1; echo w > /data/new;"
+                              " cat /proc/sys/net/ipv4/ip_unprivileged_port_start; ulimit -n; ulimit -Hn"],
+                     binds=[Bind(str(host), "/data"), Bind(str(host), "/ro", readonly=True)],
+                     sysctls={"net.ipv4.ip_unprivileged_port_start": "80"},
+                     ulimits=[("nofile", 1000, 2000)])
+    code, out = builtin.run("bind", b)
+    assert code == 0, out
+    assert "from host" in out and "Read-only file system" in out
+    assert (host / "new").read_text() == "w\n"
+    lines = out.strip().splitlines()
+    assert lines[-3:] == ["80", "1000", "2000"]
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["nonexistent-cmd"], 127, 'exec: "nonexistent-cmd": executable file not found in $PATH'),
+    (["/no/such/file"], 127, "no such file or directory"),
+    (["/etc/notexec"], 126, "permission denied"),
+    (["/etc"], 126, "is a directory"),
+])
+def test_exec_failure_is_reported_at_create(builtin, bundles, args, code, words):
+    b = bundles.make("bad", args)
+    with pytest.raises(ExecError) as ei:
+        builtin.create("bad", b)
+    assert ei.value.exit_code == code
+    assert words in str(ei.value)
+    assert ei.value.errno in (errno.ENOENT, errno.EACCES)
+    with pytest.raises(NotFound):
+        builtin.rt.state("bad")  # nothing left behind
+
+
+def test_path_comes_from_process_env(builtin, bundles):
+    b = bundles.make("path", ["echo", "ok"], env=["PATH=/nowhere"])
+    with pytest.raises(ExecError):
+        builtin.create("path", b)
+    b2 = bundles.make("path2", ["busybox", "echo", "ok"], env=["PATH=/nowhere:/bin"])
+    assert builtin.run("path2", b2) == (0, "ok\n")
+
+
+def test_exec_joins_running_container(builtin, bundles):
+    b = bundles.make("ex", ["sleep", "1000"], hostname="exhost")
+    pid = builtin.create("ex", b)
+    builtin.rt.start("ex")
+    r, w = os.pipe()
+    proc = {"args": ["sh", "-c", "hostname; ps -o pid,args; grep CapEff /proc/self/status; cat /proc/self/cgroup"],
+            "env": ["PATH=/bin"], "cwd": "/",
+            "capabilities": bundles.config(b)["process"]["capabilities"], "noNewPrivileges": True}
+    xpid = builtin.exec("ex", proc, stdio=(0, w, w))
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    assert builtin.wait(xpid) == 0
+    text = out.decode()
+    assert "exhost" in text
+    lines = [line.split() for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
+    assert ["1", "sleep", "1000"] in lines
+    assert len(lines) == 3  # sleep, sh, ps: nothing of the host
+    assert f"CapEff:\t{DOCKER_CAPEFF}" in text
+    assert sorted(builtin.rt.pids("ex")) == [pid]
+    with pytest.raises(ExecError) as ei:
+        builtin.exec("ex", {"args": ["nope"], "env": ["PATH=/bin"], "cwd": "/"})
+    assert ei.value.exit_code == 127
+    builtin.rt.kill("ex", signal.SIGTERM)  # PID 1 without a handler ignores it, as in Docker
+    time.sleep(0.05)
+    assert builtin.rt.state("ex")["status"] == "running"
+    builtin.rt.kill("ex", signal.SIGKILL)
+    assert builtin.wait(pid) == -signal.SIGKILL
+    builtin.rt.delete("ex")
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_terminal_via_create_tty_and_console_fd(builtin, bundles):
+    b = bundles.make("tty", ["sh", "-c", "tty; echo done"], terminal=True)
+    pid, master = builtin.create_tty("tty", b)
+    try:
+        builtin.rt.start("tty")
+        out = _read_until(master, b"done")
+    finally:
+        os.close(master)
+    assert builtin.wait(pid) == 0
+    assert b"/dev/pts/0" in out, out
+    builtin.rt.delete("tty")
+
+    b2 = bundles.make("tty2", ["sh", "-c", "test -t 0 && echo isatty; cat /proc/self/stat | cut -d' ' -f7"],
+                      terminal=True)
+    master, slave = os.openpty()
+    try:
+        pid = builtin.create("tty2", b2, console_fd=slave)
+        os.close(slave)
+        builtin.rt.start("tty2")
+        out = _read_until(master, b"\n", 10)
+        out += _read_until(master, b"\n", 2)
+    finally:
+        os.close(master)
+    assert builtin.wait(pid) == 0
+    assert b"isatty" in out
+
+
+def test_exec_with_tty(builtin, bundles):
+    b = bundles.make("xtty", ["sleep", "1000"])
+    pid = builtin.create("xtty", b)
+    builtin.rt.start("xtty")
+    xpid, master = builtin.rt.exec_tty("xtty", {"args": ["sh", "-c", "tty; echo fin"], "terminal": True,
+                                                "env": ["PATH=/bin"], "cwd": "/"})
+    builtin.pids.append(xpid)
+    try:
+        out = _read_until(master, b"fin")
+    finally:
+        os.close(master)
+    assert builtin.wait(xpid) == 0
+    assert b"/dev/pts/" in out
+    builtin.rt.kill("xtty", 9)
+    builtin.wait(pid)
+    builtin.rt.delete("xtty")
+
+
+def test_delete_created_container_kills_init(builtin, bundles):
+    b = bundles.make("cr", ["true"])
+    pid = builtin.create("cr", b)
+    builtin.rt.delete("cr")
+    assert builtin.wait(pid) == -signal.SIGKILL
+    assert builtin.rt.list() == []
+
+
+def test_joining_an_existing_network_namespace(builtin, bundles):
+    b1 = bundles.make("ns1", ["sleep", "1000"])
+    pid1 = builtin.create("ns1", b1)
+    builtin.rt.start("ns1")
+    b2 = bundles.make("ns2", ["sh", "-c", "readlink /proc/self/ns/net"],
+                      namespace_paths={"network": f"/proc/{pid1}/ns/net"})
+    code, out = builtin.run("ns2", b2)
+    assert code == 0
+    assert out.strip() == os.readlink(f"/proc/{pid1}/ns/net")
+    builtin.rt.kill("ns1", 9)
+    builtin.wait(pid1)
+    builtin.rt.delete("ns1")
