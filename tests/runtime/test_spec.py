@@ -10,7 +10,7 @@ import pytest
 from matou.errors import InvalidArgument
 from matou.runtime.linux import caps
 from matou.runtime.linux.seccomp import BpfCache, compile_bpf
-from matou.runtime.spec import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, Resources, default_spec, default_seccomp
+from matou.runtime.spec import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, Resources, default_seccomp, default_spec
 from matou.runtime.users import resolve_user
 
 
