@@ -26,6 +26,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": (_C + "images", "import_"),
     "history": (_C + "images", "history"),
     "inspect": (_C + "inspect", "inspect"),
+    "run": (_C + "containers", "run"),
+    "create": (_C + "containers", "create"),
+    "start": (_C + "containers", "start"),
+    "stop": (_C + "containers", "stop"),
+    "restart": (_C + "containers", "restart"),
+    "kill": (_C + "containers", "kill"),
+    "rm": (_C + "containers", "rm"),
+    "ps": (_C + "containers", "ps"),
+    "logs": (_C + "containers", "logs"),
+    "attach": (_C + "containers", "attach"),
+    "exec": (_C + "containers", "exec_"),
+    "wait": (_C + "containers", "wait"),
+    "top": (_C + "containers", "top"),
+    "pause": (_C + "containers", "pause"),
+    "unpause": (_C + "containers", "unpause"),
+    "rename": (_C + "containers", "rename"),
+    "cp": (_C + "containers", "cp"),
+    "diff": (_C + "containers", "diff"),
+    "commit": (_C + "containers", "commit"),
+    "export": (_C + "containers", "export"),
+    "stats": (_C + "containers", "stats"),
+    "port": (_C + "containers", "port"),
+    "update": (_C + "containers", "update"),
+    "container": (_C + "containers", "container"),
+    "volume": (_C + "volumes", "volume"),
+    "network": (_C + "networks", "network"),
+    "build": (_C + "build", "build"),
+    "builder": (_C + "build", "builder"),
+    "pull": (_C + "distribution", "pull"),
+    "push": (_C + "distribution", "push"),
+    "login": (_C + "distribution", "login"),
+    "logout": (_C + "distribution", "logout"),
+    "search": (_C + "distribution", "search"),
 }
 
 # command groups shown in help, like docker's
@@ -141,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = Ctx(host=host, debug=debug)
     try:
-        mod = importlib.import_module(entry[0])
+        try:
+            mod = importlib.import_module(entry[0])
+        except ModuleNotFoundError as e:
+            if e.name != entry[0]:
+                raise
+            sys.stderr.write(f"matou: '{cmd}' is not available in this build yet\n")
+            return 1
         return int(getattr(mod, entry[1])(ctx, args[1:]) or 0)
     except APIError as e:
         sys.stderr.write(f"Error response from daemon: {e.message}\n")

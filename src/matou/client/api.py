@@ -61,3 +61,110 @@ class API:
 
     def images_bootstrap(self, base: str, tag: str | None) -> Any:
         return self.c.post_json("/images/bootstrap", {"base": base, "tag": tag})
+
+    # containers
+    def containers(self, query: dict[str, Any]) -> Any:
+        return self.c.get_json("/containers/json", query)
+
+    def container_create(self, body: dict[str, Any], name: str | None, platform: str | None = None) -> Any:
+        return self.c.post_json("/containers/create", {"name": name, "platform": platform}, body)
+
+    def container_inspect(self, ref: str, size: bool = False) -> Any:
+        return self.c.get_json(f"/containers/{ref}/json", {"size": size or None})
+
+    def container_start(self, ref: str) -> None:
+        self.c.request("POST", f"/containers/{ref}/start").close()
+
+    def container_stop(self, ref: str, t: int | None, signal: str | None) -> None:
+        self.c.request("POST", f"/containers/{ref}/stop", {"t": t, "signal": signal}).close()
+
+    def container_restart(self, ref: str, t: int | None, signal: str | None) -> None:
+        self.c.request("POST", f"/containers/{ref}/restart", {"t": t, "signal": signal}).close()
+
+    def container_kill(self, ref: str, signal: str | None) -> None:
+        self.c.request("POST", f"/containers/{ref}/kill", {"signal": signal}).close()
+
+    def container_remove(self, ref: str, force: bool, volumes: bool) -> None:
+        self.c.request("DELETE", f"/containers/{ref}", {"force": force or None, "v": volumes or None}).close()
+
+    def container_pause(self, ref: str) -> None:
+        self.c.request("POST", f"/containers/{ref}/pause").close()
+
+    def container_unpause(self, ref: str) -> None:
+        self.c.request("POST", f"/containers/{ref}/unpause").close()
+
+    def container_rename(self, ref: str, name: str) -> None:
+        self.c.request("POST", f"/containers/{ref}/rename", {"name": name}).close()
+
+    def container_update(self, ref: str, body: dict[str, Any]) -> Any:
+        return self.c.post_json(f"/containers/{ref}/update", None, body)
+
+    def container_resize(self, ref: str, h: int, w: int) -> None:
+        self.c.request("POST", f"/containers/{ref}/resize", {"h": h, "w": w}, check=False).close()
+
+    def container_wait(self, ref: str, condition: str | None = None) -> Response:
+        """Returns the open response; read it later with .json() (docker waits before starting)."""
+        return self.c.request("POST", f"/containers/{ref}/wait", {"condition": condition})
+
+    def container_attach(self, ref: str, query: dict[str, Any]) -> Response:
+        return self.c.request("POST", f"/containers/{ref}/attach", query, upgrade=True)
+
+    def container_logs(self, ref: str, query: dict[str, Any]) -> Response:
+        return self.c.request("GET", f"/containers/{ref}/logs", query)
+
+    def container_top(self, ref: str, ps_args: str | None) -> Any:
+        return self.c.get_json(f"/containers/{ref}/top", {"ps_args": ps_args})
+
+    def container_changes(self, ref: str) -> Any:
+        return self.c.get_json(f"/containers/{ref}/changes")
+
+    def container_stats(self, ref: str, stream: bool) -> Response:
+        return self.c.request("GET", f"/containers/{ref}/stats", {"stream": stream})
+
+    def container_export(self, ref: str) -> Response:
+        return self.c.request("GET", f"/containers/{ref}/export")
+
+    def container_archive_get(self, ref: str, path: str) -> Response:
+        return self.c.request("GET", f"/containers/{ref}/archive", {"path": path})
+
+    def container_archive_head(self, ref: str, path: str) -> Response:
+        return self.c.request("HEAD", f"/containers/{ref}/archive", {"path": path})
+
+    def container_archive_put(self, ref: str, path: str, body: Iterator[bytes]) -> None:
+        self.c.request("PUT", f"/containers/{ref}/archive", {"path": path}, body=body,
+                       headers={"Content-Type": "application/x-tar"}).close()
+
+    def containers_prune(self, filters: str | None) -> Any:
+        return self.c.post_json("/containers/prune", {"filters": filters})
+
+    def commit(self, query: dict[str, Any], body: dict[str, Any] | None = None) -> Any:
+        return self.c.post_json("/commit", query, body or {})
+
+    # exec
+    def exec_create(self, ref: str, body: dict[str, Any]) -> Any:
+        return self.c.post_json(f"/containers/{ref}/exec", None, body)
+
+    def exec_start(self, eid: str, body: dict[str, Any], hijack: bool) -> Response:
+        return self.c.request("POST", f"/exec/{eid}/start", json_body=body, upgrade=hijack)
+
+    def exec_inspect(self, eid: str) -> Any:
+        return self.c.get_json(f"/exec/{eid}/json")
+
+    def exec_resize(self, eid: str, h: int, w: int) -> None:
+        self.c.request("POST", f"/exec/{eid}/resize", {"h": h, "w": w}, check=False).close()
+
+    # volumes
+    def volumes(self, filters: str | None) -> Any:
+        return self.c.get_json("/volumes", {"filters": filters})
+
+    def volume_create(self, body: dict[str, Any]) -> Any:
+        return self.c.post_json("/volumes/create", None, body)
+
+    def volume_inspect(self, name: str) -> Any:
+        return self.c.get_json(f"/volumes/{name}")
+
+    def volume_remove(self, name: str, force: bool) -> None:
+        self.c.request("DELETE", f"/volumes/{name}", {"force": force or None}).close()
+
+    def volumes_prune(self, filters: str | None) -> Any:
+        return self.c.post_json("/volumes/prune", {"filters": filters})

@@ -48,13 +48,27 @@ def build_services(cfg: DaemonConfig) -> Services:
     return svcs
 
 
+# Each service package exposes attach(svcs); order matters (containers use volumes and networks).
+_SERVICE_MODULES = (
+    "matou.daemon.services.volumes_attach",
+    "matou.daemon.services.networks",
+    "matou.daemon.services.containers",
+    "matou.daemon.services.builds",
+    "matou.daemon.services.distribution",
+)
+
+
 def _optional_services(svcs: Services) -> None:
-    """Services that arrive with later parts of the engine register themselves here."""
-    try:
-        from matou.daemon.services import wiring
-    except ModuleNotFoundError:
-        return
-    wiring.wire(svcs)
+    import importlib
+
+    for name in _SERVICE_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        mod.attach(svcs)
 
 
 async def start_services(svcs: Services) -> None:

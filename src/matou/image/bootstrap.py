@@ -14,7 +14,6 @@ import time
 from matou.errors import InvalidArgument, NotFound, SystemError_
 from matou.image.model import Image, LayerSource
 from matou.image.service import ImageService, apply_blob_as_layer
-from matou.layers.diff import write_tree
 from matou.types import oci
 from matou.types.image import rfc3339
 
@@ -130,6 +129,8 @@ def bootstrap_debian(svc: ImageService, ref: str = "debian:bookworm", suite: str
 
 def _image_from_tree(svc: ImageService, root: str, ref: str, *, created: str, cmd: list[str],
                      created_by: str) -> Image:
+    from matou.layers.diff import write_tree
+
     w = svc.content.writer(f"bootstrap-{os.getpid()}-{time.monotonic_ns()}")
     w.reset()
     try:

@@ -6,7 +6,6 @@ from typing import Any, BinaryIO
 
 from matou.daemon.services.events import EventBus
 from matou.errors import InvalidArgument
-from matou.image import archive, bootstrap, importer
 from matou.image.model import Image
 from matou.image.service import ImageService
 from matou.types import oci, reference
@@ -74,9 +73,13 @@ class ImagesService:
         return self.svc.prune(dangling=dangling, until=until, labels=labels or None)
 
     def save(self, names: list[str], out: BinaryIO, fmt: str = "docker") -> None:
+        from matou.image import archive
+
         archive.save(self.svc, names, out, fmt)
 
     def load(self, src: BinaryIO) -> list[str]:
+        from matou.image import archive
+
         out = archive.load(self.svc, src)
         for line in out:
             self.events.publish("image", "load", line.split(": ", 1)[-1], {})
@@ -89,12 +92,16 @@ class ImagesService:
             ref = f"{repo}:{tag}" if tag else repo
             reference.parse(ref)
         plat = oci.Platform.parse(platform) if platform else None
+        from matou.image import importer
+
         img = importer.import_rootfs(self.svc, src, changes=changes, message=message, ref=ref, platform=plat,
                                      source_name=source_name)
         self.events.publish("image", "import", img.id, {})
         return img
 
     def bootstrap(self, what: str, ref: str | None = None) -> Image:
+        from matou.image import bootstrap
+
         return bootstrap.bootstrap(self.svc, what, ref)
 
 

@@ -1,0 +1,129 @@
+"""Client side of hijacked attach/exec streams: demultiplexing, raw terminals, resize on SIGWINCH."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from matou.client.http import Response
+
+
+def demux(buf: bytearray, out: Any, err: Any) -> None:
+    """Write complete frames from buf to out/err, leaving partial ones in buf."""
+    while len(buf) >= 8:
+        stream = buf[0]
+        size = struct.unpack(">L", bytes(buf[4:8]))[0]
+        if len(buf) < 8 + size:
+            return
+        payload = bytes(buf[8:8 + size])
+        del buf[:8 + size]
+        target = err if stream == 2 else out
+        target.write(payload)
+        target.flush()
+
+
+class RawTerminal:
+    """Puts a tty into raw mode for the duration of an interactive session."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: Any = None
+
+    def __enter__(self) -> RawTerminal:
+        import termios
+        import tty
+
+        try:
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd)
+        except termios.error:
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+def terminal_size(fd: int = 1) -> tuple[int, int] | None:
+    try:
+        sz = os.get_terminal_size(fd)
+        return sz.lines, sz.columns
+    except OSError:
+        return None
+
+
+def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None] | None = None,
+         out: Any = None, err: Any = None) -> None:
+    """Copy the hijacked stream to stdout/stderr and stdin to the stream, until the server closes it."""
+    import select
+    import signal
+
+    out = out or os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+    err = err or os.fdopen(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
+    sock = resp.sock
+    sock.setblocking(True)
+    buf = bytearray(resp._buf)  # noqa: SLF001 - bytes read past the response head
+    resp._buf = b""  # noqa: SLF001
+    if buf:
+        if tty:
+            out.write(bytes(buf))
+            buf.clear()
+        else:
+            demux(buf, out, err)
+    rfd, wfd = -1, -1
+    if on_resize is not None:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        signal.signal(signal.SIGWINCH, lambda *_: None)
+    in_fd = sys.stdin.fileno() if stdin else -1
+    stdin_open = stdin
+    try:
+        while True:
+            fds = [sock.fileno()]
+            if stdin_open:
+                fds.append(in_fd)
+            if rfd >= 0:
+                fds.append(rfd)
+            r, _, _ = select.select(fds, [], [])
+            if rfd in r:
+                os.read(rfd, 512)
+                if on_resize:
+                    on_resize()
+            if stdin_open and in_fd in r:
+                data = os.read(in_fd, 65536)
+                if not data:
+                    stdin_open = False
+                    try:
+                        sock.shutdown(1)  # SHUT_WR: stdin EOF, keep reading output
+                    except OSError:
+                        pass
+                else:
+                    try:
+                        sock.sendall(data)
+                    except OSError:
+                        stdin_open = False
+            if sock.fileno() in r:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                if tty:
+                    out.write(data)
+                else:
+                    buf += data
+                    demux(buf, out, err)
+    finally:
+        if rfd >= 0:
+            signal.set_wakeup_fd(-1)
+            os.close(rfd)
+            os.close(wfd)
+        resp.close()

@@ -1,0 +1,153 @@
+"""Hijacked connections for attach and exec (``Upgrade: tcp``, ``101 UPGRADED``), then raw bytes both ways.
+
+aiohttp would parse the client's first stdin bytes as a new request, and it closes the connection when the
+client half-closes (stdin EOF), which must not end the output stream. So after sending the 101 we take the
+transport over with our own protocol: it keeps the write side open on EOF and forwards ``connection_lost`` to
+aiohttp's protocol, so aiohttp still cleans up its handler. Bytes aiohttp had already buffered after the
+request head are picked up through ``set_parser``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+RAW = "application/vnd.docker.raw-stream"
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+
+
+class _TailGrabber:
+    """A payload parser that only collects what aiohttp buffered so far."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.data += data
+        return False, b""
+
+    def feed_eof(self) -> None:
+        pass
+
+
+class Hijacked(asyncio.Protocol):
+    def __init__(self, transport: asyncio.Transport, original: Any, initial: bytes) -> None:
+        self.transport = transport
+        self.original = original
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        if initial:
+            self._queue.put_nowait(bytes(initial))
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.closed = asyncio.Event()
+        self.eof = False
+
+    # asyncio.Protocol
+    def data_received(self, data: bytes) -> None:
+        self._queue.put_nowait(data)
+
+    def eof_received(self) -> bool:
+        self._queue.put_nowait(b"")
+        return True  # keep our write side open: the client only closed stdin
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._queue.put_nowait(b"")
+        self.closed.set()
+        self._writable.set()
+        try:
+            self.original.connection_lost(exc)
+        except Exception:
+            pass
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # use
+    async def read(self) -> bytes:
+        if self.eof:
+            return b""
+        data = await self._queue.get()
+        if not data:
+            self.eof = True
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self.closed.is_set():
+            raise ConnectionResetError("client went away")
+        self.transport.write(data)
+        await self._writable.wait()
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.transport.close()
+
+
+async def hijack(request: web.Request, content_type: str) -> Hijacked:
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp" or "upgrade" in request.headers.get(
+        "Connection", "").lower()
+    if upgrade:
+        resp = web.StreamResponse(status=101, reason="UPGRADED",
+                                  headers={"Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
+    else:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+    resp.force_close()
+    await resp.prepare(request)
+    proto = request.protocol
+    transport = request.transport
+    assert transport is not None
+    grab = _TailGrabber()
+    initial = b""
+    if upgrade:
+        try:
+            proto.set_parser(grab)  # type: ignore[arg-type]
+            initial = bytes(grab.data)
+        except AssertionError:
+            initial = b""
+    h = Hijacked(transport, proto, initial)
+    transport.set_protocol(h)
+    if not upgrade:
+        # a plain POST: its body (if any) is the stdin
+        body = await _drain_body(request)
+        if body:
+            h._queue.put_nowait(body)
+    return h
+
+
+async def _drain_body(request: web.Request) -> bytes:
+    if not request.can_read_body:
+        return b""
+    try:
+        return await asyncio.wait_for(request.content.read(), 0.05)
+    except TimeoutError:
+        return b""
+
+
+def parse_detach_keys(spec: str | None) -> bytes | None:
+    """Docker's --detach-keys: "ctrl-p,ctrl-q" (default), "ctrl-a,x", "" disables."""
+    if spec is None:
+        spec = "ctrl-p,ctrl-q"
+    if spec == "":
+        return None
+    out = bytearray()
+    for part in spec.split(","):
+        p = part.strip()
+        if len(p) == 1:
+            out.append(ord(p))
+        elif p.lower().startswith("ctrl-") and len(p) == 6:
+            ch = p[5]
+            if ch == "@":
+                out.append(0)
+            elif ch.isalpha():
+                out.append(ord(ch.lower()) - ord("a") + 1)
+            elif ch in "[\\]^_":
+                out.append(ord(ch) - 64)
+            else:
+                raise ValueError(f"Unknown character: '{p}'")
+        else:
+            raise ValueError(f"Unknown character: '{p}'")
+    return bytes(out)

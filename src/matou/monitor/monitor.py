@@ -1,0 +1,616 @@
+"""The per-container monitor (the shim): parent of the container's init, owner of its stdio or pty.
+
+One small, single-threaded process per running container, forked from the spawner. It outlives matoud: a
+killed daemon loses nothing, because the monitor keeps the pipes drained, the log written and the exit
+status recorded (``<state_dir>/exit.json``), and answers the restarted daemon on ``<state_dir>/monitor.sock``.
+
+Life: create the container (init stopped before exec) -> reply to the daemon -> wait for "start" (so attach
+streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
+-> record the exit -> delete the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import termios
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from matou.logs.jsonfile import Writer as LogWriter
+from matou.monitor import protocol as P
+
+PR_SET_CHILD_SUBREAPER = 36
+MAX_CLIENT_BUFFER = 16 << 20
+DRAIN_GRACE = 2.0
+
+
+@dataclass
+class MonitorConfig:
+    id: str
+    bundle: str
+    state_dir: str
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    log_path: str | None = None
+    log_max_size: int = -1
+    log_max_file: int = 1
+    runtime: str = "matou"
+    runtime_binary: str | None = None
+    runtime_root: str = "/run/matou/runtime"
+    cgroup_parent: str = "/matou"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MonitorConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Client:
+    sock: socket.socket
+    kind: str  # attach | exec | wait | ctl
+    stdout: bool = True
+    stderr: bool = True
+    stdin: bool = False
+    out: bytearray = field(default_factory=bytearray)
+    inbuf: bytes = b""
+    session: Any = None  # ExecSession for exec clients
+    closing: bool = False
+    eof: bool = False  # the daemon half-closed: no more stdin
+
+
+@dataclass
+class ExecSession:
+    exec_id: str
+    pid: int
+    tty: bool
+    stdin_fd: int | None
+    out_fds: dict[int, int]  # fd -> stream
+    client: Client | None
+    exit_code: int | None = None
+    master: int | None = None
+
+
+def _nonblock(fd: int) -> None:
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 255
+
+
+def make_runtime(cfg: MonitorConfig) -> Any:
+    if cfg.runtime in ("matou", "builtin", ""):
+        from matou.runtime.builtin import BuiltinRuntime
+
+        return BuiltinRuntime(cfg.runtime_root, cgroup_parent=cfg.cgroup_parent)
+    from matou.runtime.ocicli import OciCliRuntime
+
+    return OciCliRuntime(cfg.runtime_binary or cfg.runtime, cfg.runtime_root)
+
+
+class Monitor:
+    def __init__(self, cfg: MonitorConfig, ctl: socket.socket) -> None:
+        self.cfg = cfg
+        self.ctl = ctl
+        self.sel = selectors.DefaultSelector()
+        self.clients: dict[int, Client] = {}
+        self.out_fds: dict[int, int] = {}  # container output fd -> stream
+        self.stdin_fd: int | None = None
+        self.stdin_buf = bytearray()
+        self.master: int | None = None
+        self.init_pid = 0
+        self.exit_status: int | None = None
+        self.exited_at = 0.0
+        self.sessions: dict[int, ExecSession] = {}  # pid -> session
+        self.exec_by_fd: dict[int, ExecSession] = {}
+        self.runtime = make_runtime(cfg)
+        self.log: LogWriter | None = None
+        self.started = False
+        self.sock_path = os.path.join(cfg.state_dir, "monitor.sock")
+
+    # ------------------------------------------------------------------ setup
+    def run(self) -> int:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
+            signal.signal(s, signal.SIG_IGN)
+        self.sig_r, self.sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.sig_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.cfg.state_dir, "exit.json"))
+        if self.cfg.log_path:
+            self.log = LogWriter(self.cfg.log_path, self.cfg.log_max_size, self.cfg.log_max_file)
+        try:
+            self._create()
+        except Exception as e:
+            self._reply_ctl({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)})
+            return 1
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock_path)
+        self.listener.bind(self.sock_path)
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        self.sel.register(self.sig_r, selectors.EVENT_READ, ("signal", None))
+        with open(os.path.join(self.cfg.state_dir, "monitor.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid()})
+        ctl = Client(self.ctl, "ctl")
+        self.ctl.setblocking(False)
+        self.clients[self.ctl.fileno()] = ctl
+        self.sel.register(self.ctl, selectors.EVENT_READ, ("client", ctl))
+        self._loop()
+        return 0
+
+    def _reply_ctl(self, msg: dict[str, Any]) -> None:
+        try:
+            self.ctl.setblocking(True)
+            self.ctl.sendall(P.line(msg))
+        except OSError:
+            pass
+
+    def _create(self) -> None:
+        cid, bundle = self.cfg.id, self.cfg.bundle
+        if self.cfg.tty:
+            pid, master = self.runtime.create_tty(cid, bundle)
+            _nonblock(master)
+            self.master = master
+            self.out_fds[master] = P.STDOUT
+            self.stdin_fd = master if self.cfg.open_stdin else None
+        else:
+            if self.cfg.open_stdin:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid = self.runtime.create(cid, bundle, stdio=(in_r, out_w, err_w))
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+            for fd in (out_r, err_r):
+                _nonblock(fd)
+            self.out_fds[out_r] = P.STDOUT
+            self.out_fds[err_r] = P.STDERR
+            if in_w is not None:
+                _nonblock(in_w)
+            self.stdin_fd = in_w
+        self.init_pid = pid
+        for fd in self.out_fds:
+            self.sel.register(fd, selectors.EVENT_READ, ("out", None))
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        deadline: float | None = None
+        while True:
+            done_io = not self.out_fds
+            if self.exit_status is not None and done_io and not self.sessions:
+                break
+            if self.exit_status is not None and deadline is None:
+                deadline = time.monotonic() + DRAIN_GRACE
+            timeout = None
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+                if timeout == 0:
+                    break
+            for key, mask in self.sel.select(timeout):
+                kind, obj = key.data
+                if kind == "out":
+                    self._on_output(key.fd)
+                elif kind == "listen":
+                    self._accept()
+                elif kind == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.sig_r, 4096)
+                    self._reap()
+                elif kind == "client":
+                    if mask & selectors.EVENT_READ:
+                        self._on_client_read(obj)
+                    if mask & selectors.EVENT_WRITE and obj.sock.fileno() in self.clients:
+                        self._flush(obj)
+                elif kind == "exec_out":
+                    self._on_exec_output(key.fd)
+                elif kind == "stdin":
+                    self._flush_stdin()
+        self._finish()
+
+    # ------------------------------------------------------------------ output
+    def _on_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: pty slave closed
+                raise
+            data = b""
+        stream = self.out_fds[fd]
+        if not data:
+            self.sel.unregister(fd)
+            del self.out_fds[fd]
+            if fd != self.stdin_fd:
+                os.close(fd)
+            return
+        name = "stdout" if stream == P.STDOUT else "stderr"
+        if self.log is not None:
+            self.log.write(name, data)
+        fr = P.frame(stream, data)
+        for c in list(self.clients.values()):
+            if c.kind == "attach" and ((stream == P.STDOUT and c.stdout) or (stream == P.STDERR and c.stderr)):
+                self._send(c, fr)
+
+    def _on_exec_output(self, fd: int) -> None:
+        s = self.exec_by_fd[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            del self.exec_by_fd[fd]
+            s.out_fds.pop(fd, None)
+            if fd != s.stdin_fd:
+                os.close(fd)
+            self._maybe_end_exec(s)
+            return
+        if s.client is not None:
+            self._send(s.client, P.frame(s.out_fds[fd], data))
+
+    def _send(self, c: Client, data: bytes) -> None:
+        if c.closing:
+            return
+        if len(c.out) > MAX_CLIENT_BUFFER:
+            self._drop(c)
+            return
+        c.out += data
+        self._flush(c)
+
+    def _flush(self, c: Client) -> None:
+        if c.out:
+            try:
+                n = c.sock.send(c.out)
+                del c.out[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._drop(c)
+                return
+        if c.closing and not c.out:
+            self._drop(c)
+            return
+        self._register(c)
+
+    def _register(self, c: Client) -> None:
+        want = (0 if c.eof else selectors.EVENT_READ) | (selectors.EVENT_WRITE if c.out else 0)
+        registered = c.sock.fileno() in self.sel.get_map()
+        if want == 0:
+            if registered:
+                self.sel.unregister(c.sock)
+        elif registered:
+            self.sel.modify(c.sock, want, ("client", c))
+        else:
+            self.sel.register(c.sock, want, ("client", c))
+
+    def _drop(self, c: Client) -> None:
+        fd = c.sock.fileno()
+        if fd in self.clients:
+            del self.clients[fd]
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(c.sock)
+        if c.session is not None and c.session.client is c:
+            c.session.client = None
+        c.sock.close()
+
+    # ------------------------------------------------------------------ clients
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        c = Client(sock, "pending")
+        self.clients[sock.fileno()] = c
+        self.sel.register(sock, selectors.EVENT_READ, ("client", c))
+
+    def _on_client_read(self, c: Client) -> None:
+        try:
+            data = c.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if c.kind in ("pending", "ctl"):
+            if not data:
+                self._drop(c)
+                return
+            c.inbuf += data
+            while b"\n" in c.inbuf and c.kind in ("pending", "ctl"):
+                raw, c.inbuf = c.inbuf.split(b"\n", 1)
+                try:
+                    req = json.loads(raw)
+                except ValueError:
+                    self._drop(c)
+                    return
+                self._handle(c, req)
+            if c.kind in ("attach", "exec") and c.inbuf:
+                rest, c.inbuf = c.inbuf, b""
+                self._stdin_from(c, rest)
+            return
+        if c.kind in ("attach", "exec"):
+            if not data:
+                c.eof = True
+                self._stdin_eof(c)
+                self._register(c)
+                return
+            self._stdin_from(c, data)
+            return
+        if not data:
+            self._drop(c)
+
+    def _stdin_from(self, c: Client, data: bytes) -> None:
+        if c.kind == "attach" and c.stdin and self.stdin_fd is not None:
+            self.stdin_buf += data
+            self._flush_stdin()
+        elif c.kind == "exec" and c.session is not None and c.session.stdin_fd is not None:
+            try:
+                os.write(c.session.stdin_fd, data)
+            except OSError:
+                pass
+
+    def _flush_stdin(self) -> None:
+        fd = self.stdin_fd
+        if fd is None:
+            self.stdin_buf.clear()
+            return
+        while self.stdin_buf:
+            try:
+                n = os.write(fd, self.stdin_buf)
+                del self.stdin_buf[:n]
+            except BlockingIOError:
+                break
+            except OSError:
+                self.stdin_buf.clear()
+                break
+        registered = fd in self.sel.get_map() and self.sel.get_key(fd).data[0] == "stdin"
+        if self.stdin_buf and not registered and fd not in self.out_fds:
+            self.sel.register(fd, selectors.EVENT_WRITE, ("stdin", None))
+        elif not self.stdin_buf and registered:
+            self.sel.unregister(fd)
+
+    def _stdin_eof(self, c: Client) -> None:
+        if c.kind == "attach" and c.stdin and self.cfg.stdin_once and self.stdin_fd is not None and not self.cfg.tty:
+            self._flush_stdin()
+            if not self.stdin_buf:
+                fd, self.stdin_fd = self.stdin_fd, None
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(fd)
+                os.close(fd)
+        elif c.kind == "exec" and c.session is not None and c.session.stdin_fd is not None and not c.session.tty:
+            fd, c.session.stdin_fd = c.session.stdin_fd, None
+            os.close(fd)
+
+    # ------------------------------------------------------------------ requests
+    def _handle(self, c: Client, req: dict[str, Any]) -> None:
+        op = req.get("op")
+        try:
+            if op == "start":
+                self._start(c)
+            elif op == "attach":
+                c.kind = "attach"
+                c.stdin = bool(req.get("stdin"))
+                c.stdout = bool(req.get("stdout", True))
+                c.stderr = bool(req.get("stderr", True))
+                if self.exit_status is not None and not self.out_fds:
+                    self._send(c, P.control({"exit_code": _exit_code(self.exit_status)}))
+                    c.closing = True
+                    self._flush(c)
+            elif op == "wait":
+                c.kind = "wait"
+                if self.exit_status is not None and not self.out_fds:
+                    self._send(c, P.line(self._exit_record()))
+            elif op == "exec":
+                self._exec(c, req)
+            elif op == "resize":
+                self._resize(req)
+                self._send(c, P.line({"ok": True}))
+            elif op == "kill":
+                self.runtime.kill(self.cfg.id, int(req.get("signal", signal.SIGTERM)), bool(req.get("all")))
+                self._send(c, P.line({"ok": True}))
+            elif op == "state":
+                self._send(c, P.line({"ok": True, "pid": self.init_pid, "started": self.started,
+                                      "exited": self.exit_status is not None}))
+            elif op in ("pause", "resume"):
+                getattr(self.runtime, op)(self.cfg.id)
+                self._send(c, P.line({"ok": True}))
+            elif op == "update":
+                self.runtime.update(self.cfg.id, req.get("resources") or {})
+                self._send(c, P.line({"ok": True}))
+            elif op == "stats":
+                self._send(c, P.line({"ok": True, "stats": self.runtime.stats(self.cfg.id)}))
+            elif op == "pids":
+                self._send(c, P.line({"ok": True, "pids": self.runtime.pids(self.cfg.id)}))
+            else:
+                self._send(c, P.line({"ok": False, "error": f"unknown op {op!r}"}))
+        except Exception as e:
+            msg = {"ok": False, "error": str(e) or type(e).__name__, "exit_code": getattr(e, "exit_code", 125)}
+            if c.kind in ("attach", "exec"):
+                self._send(c, P.control(msg))
+                c.closing = True
+                self._flush(c)
+            else:
+                self._send(c, P.line(msg))
+
+    def _start(self, c: Client) -> None:
+        if self.started:
+            self._send(c, P.line({"ok": True, "pid": self.init_pid}))
+            return
+        try:
+            self.runtime.start(self.cfg.id)
+        except Exception as e:
+            self._send(c, P.line({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)}))
+            return
+        self.started = True
+        with open(os.path.join(self.cfg.state_dir, "started"), "w") as f:
+            f.write(str(time.time()))
+        self._send(c, P.line({"ok": True, "pid": self.init_pid}))
+        self._reap()
+
+    def _resize(self, req: dict[str, Any]) -> None:
+        h, w = int(req.get("h", 0)), int(req.get("w", 0))
+        fd = self.master
+        if req.get("exec_id"):
+            fd = next((s.master for s in self.sessions.values() if s.exec_id == req["exec_id"]), None)
+        if fd is None:
+            raise ValueError("no tty to resize")
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+
+    def _exec(self, c: Client, req: dict[str, Any]) -> None:
+        process = req["process"]
+        tty = bool(process.get("terminal"))
+        attach_stdin = bool(req.get("stdin"))
+        c.kind = "exec"
+        if tty:
+            pid, master = self.runtime.exec_tty(self.cfg.id, process)
+            _nonblock(master)
+            s = ExecSession(req.get("exec_id", ""), pid, True, master if attach_stdin else None,
+                            {master: P.STDOUT}, c, master=master)
+        else:
+            in_r, in_w = (os.pipe2(os.O_CLOEXEC) if attach_stdin
+                          else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None))
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid = self.runtime.exec(self.cfg.id, process, stdio=(in_r, out_w, err_w))
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+            for fd in (out_r, err_r):
+                _nonblock(fd)
+            s = ExecSession(req.get("exec_id", ""), pid, False, in_w, {out_r: P.STDOUT, err_r: P.STDERR}, c)
+        c.session = s
+        self.sessions[pid] = s
+        for fd in s.out_fds:
+            self.exec_by_fd[fd] = s
+            self.sel.register(fd, selectors.EVENT_READ, ("exec_out", None))
+        self._send(c, P.control({"pid": pid}))
+        if req.get("detach"):
+            c.session = None
+            s.client = None
+            c.closing = True
+            self._flush(c)
+        self._reap()
+
+    def _maybe_end_exec(self, s: ExecSession) -> None:
+        if s.exit_code is None or s.out_fds:
+            return
+        self.sessions.pop(s.pid, None)
+        rec = {"exit_code": s.exit_code, "exec_id": s.exec_id, "finished_at": time.time()}
+        if s.exec_id:
+            with contextlib.suppress(OSError):
+                path = os.path.join(self.cfg.state_dir, "exec")
+                os.makedirs(path, exist_ok=True)
+                with open(os.path.join(path, s.exec_id + ".json"), "w") as f:
+                    json.dump(rec, f)
+        if s.stdin_fd is not None and s.stdin_fd != s.master:
+            with contextlib.suppress(OSError):
+                os.close(s.stdin_fd)
+        if s.master is not None:
+            with contextlib.suppress(OSError):
+                os.close(s.master)
+        if s.client is not None:
+            c = s.client
+            c.closing = True
+            c.out += P.control({"exit_code": s.exit_code})
+            self._flush(c)
+
+    # ------------------------------------------------------------------ children
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.init_pid:
+                self.exit_status = status
+                self.exited_at = time.time()
+                # a pty master reports EIO once every slave is closed; pipes reach EOF by themselves
+            elif pid in self.sessions:
+                s = self.sessions[pid]
+                s.exit_code = _exit_code(status)
+                if s.master is not None:
+                    # drain what is left on the pty, then end the session
+                    for fd in list(s.out_fds):
+                        self._on_exec_output(fd)
+                self._maybe_end_exec(s)
+
+    def _exit_record(self) -> dict[str, Any]:
+        oom = False
+        with contextlib.suppress(Exception):
+            oom = bool(self.runtime.oom_killed(self.cfg.id))
+        code = _exit_code(self.exit_status) if self.exit_status is not None else 255
+        if oom and code == 128 + signal.SIGKILL:
+            code = 137
+        return {"event": "exit", "exit_code": code, "oom_killed": oom, "finished_at": self.exited_at,
+                "pid": self.init_pid}
+
+    def _finish(self) -> None:
+        rec = self._exit_record()
+        if self.log is not None:
+            self.log.close()
+        tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(rec, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.cfg.state_dir, "exit.json"))
+        with contextlib.suppress(Exception):
+            self.runtime.delete(self.cfg.id, force=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock_path)
+        # tell everyone still connected
+        for c in list(self.clients.values()):
+            if c.kind == "attach":
+                c.out += P.control({"exit_code": rec["exit_code"]})
+            elif c.kind in ("ctl", "wait"):
+                c.out += P.line(rec)
+        deadline = time.monotonic() + 5
+        for c in list(self.clients.values()):
+            try:
+                c.sock.setblocking(True)
+                c.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                if c.out:
+                    c.sock.sendall(c.out)
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                c.sock.close()
+        self.clients.clear()
+
+
+def run_monitor(cfg: MonitorConfig, ctl: socket.socket) -> int:
+    return Monitor(cfg, ctl).run()

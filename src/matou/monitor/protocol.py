@@ -1,0 +1,52 @@
+"""The wire protocol between matoud and the monitors (and the spawner).
+
+Every connection starts with one JSON request line from the daemon. Replies and events are JSON lines,
+except on stream connections (attach, exec), where the monitor sends Docker's multiplexed frames::
+
+    [stream, 0, 0, 0, size (4 bytes, big endian)] + payload
+    stream 1 = stdout, 2 = stderr, 3 = a JSON control message ({"exit_code": n} at the end, {"error": ...})
+
+and the daemon sends raw stdin bytes; shutting down its write side closes the container's stdin.
+
+The daemon strips or forwards the frames: for non-tty containers, frames 1 and 2 are exactly what Docker's
+attach API sends, so they pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+STDIN, STDOUT, STDERR, CONTROL = 0, 1, 2, 3
+HEADER = struct.Struct(">BxxxL")
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return HEADER.pack(stream, len(data)) + data
+
+
+def control(msg: dict[str, Any]) -> bytes:
+    return frame(CONTROL, json.dumps(msg).encode())
+
+
+def line(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg).encode() + b"\n"
+
+
+class FrameParser:
+    """Incremental parser for frames arriving in arbitrary chunks."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            stream, size = HEADER.unpack_from(self._buf)
+            if len(self._buf) < HEADER.size + size:
+                break
+            out.append((stream, self._buf[HEADER.size:HEADER.size + size]))
+            self._buf = self._buf[HEADER.size + size:]
+        return out

@@ -1,0 +1,121 @@
+"""The spawner: a small, single-threaded, pre-warmed process that forks monitors.
+
+matoud is multi-threaded (asyncio plus worker threads) and large, so it never forks; exec'ing a fresh Python
+per container would cost ~20 ms of interpreter start and imports on every ``run``. The spawner pays that
+once: it imports the monitor, runtime and log modules, then forks one monitor per request (about 1 ms; the
+monitor shares the spawner's pages, which keeps its PSS small). Monitors double-fork and ``setsid`` away, so
+they outlive both the spawner and matoud.
+
+Protocol: the daemon connects to the spawner's socket and sends one JSON line (a MonitorConfig); the monitor
+itself answers on that same connection (see ``protocol``) and keeps it as the daemon's control channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+
+from matou.monitor.monitor import MonitorConfig, run_monitor
+
+PR_SET_PDEATHSIG = 1
+
+
+def _preload() -> None:
+    """Import what a monitor needs before forking, so each fork starts warm."""
+    import fcntl  # noqa: F401
+    import selectors  # noqa: F401
+    import termios  # noqa: F401
+
+    import matou.logs.jsonfile  # noqa: F401
+    import matou.runtime.builtin  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import matou.runtime.ocicli  # noqa: F401
+
+
+def _read_request(conn: socket.socket) -> dict | None:
+    buf = b""
+    while b"\n" not in buf:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buf += data
+    return json.loads(buf.split(b"\n", 1)[0])
+
+
+def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> None:
+    listener.close()
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(s, signal.SIG_DFL)
+    cfg = MonitorConfig.from_json(req)
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    log = os.open(os.path.join(cfg.state_dir, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    code = 1
+    try:
+        code = run_monitor(cfg, conn)
+    except BaseException as e:  # the monitor must never leave a traceback-less death
+        import traceback
+
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({"ok": False, "error": f"monitor failed: {e}", "exit_code": 125}).encode() + b"\n")
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _preload()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        conn, _ = listener.accept()
+        try:
+            req = _read_request(conn)
+        except (OSError, ValueError):
+            conn.close()
+            continue
+        if req is None:
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            _become_monitor(listener, conn, req)
+        conn.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def main() -> None:
+    if len(sys.argv) != 3 or sys.argv[1] != "--socket":
+        sys.stderr.write("usage: python -m matou.monitor.spawner --socket PATH\n")
+        sys.exit(2)
+    serve(sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()
