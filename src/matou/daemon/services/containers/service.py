@@ -366,6 +366,7 @@ class ContainersService:
                 netns = self._namespace_path(net_mode, "net")
             elif networks is not None and net_mode != "none":
                 netns, addresses, dns_embedded = await networks.setup(c)
+                self._save(c)  # the network service filled in c.networks / c.network_settings
             self._write_etc(c, addresses, dns_embedded)
             ipc = hc.get("IpcMode") or ""
             pid_mode = hc.get("PidMode") or ""
@@ -924,6 +925,60 @@ class ContainersService:
 
     def monitor_socket(self, cid: str) -> str:
         return self._sock(cid)
+
+    # ------------------------------------------------------------------ internal callers (builder)
+    async def run_attached(self, body: dict[str, Any], on_output: Any, *, name: str | None = None,
+                           remove: bool = True, keep: Any = None) -> tuple[str, int]:
+        """Create, start and wait for a container, streaming its output to ``on_output(stream, data)``
+        (1 stdout, 2 stderr; may be a coroutine function). Returns (container id, exit code). With
+        ``remove`` the container goes afterwards unless ``keep(exit_code)`` says otherwise."""
+        from matou.monitor import protocol as P
+
+        created = await self.create(body, name)
+        cid = created["Id"]
+        attach_task: asyncio.Task[None] | None = None
+
+        async def pump() -> None:
+            await self.wait_started(cid)
+            try:
+                reader, writer = await MonitorConnection(self._sock(cid)).open(
+                    {"op": "attach", "stdin": False, "stdout": True, "stderr": True})
+            except MonitorGone:
+                return
+            finally:
+                self.attach_connected(cid)
+            parser = P.FrameParser()
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    for stream, payload in parser.feed(data):
+                        if stream in (P.STDOUT, P.STDERR):
+                            r = on_output(stream, payload)
+                            if asyncio.iscoroutine(r):
+                                await r
+            finally:
+                writer.close()
+
+        try:
+            seen = self._exits.get(cid, 0)
+            attach_task = asyncio.get_running_loop().create_task(pump())
+            await asyncio.sleep(0)
+            await self.start_container(cid)
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._exits.get(cid, 0) > seen)
+            await asyncio.wait_for(attach_task, 30)
+            code = self.get(cid).state.ExitCode
+        except BaseException:
+            if attach_task is not None:
+                attach_task.cancel()
+            with contextlib.suppress(Exception):
+                await self.remove(cid, force=True, volumes=True)
+            raise
+        if remove and not (keep and keep(code)):
+            await self.remove(cid, force=True, volumes=True)
+        return cid, code
 
     # ------------------------------------------------------------------ exec
     def exec_create(self, ref: str, body: dict[str, Any]) -> str:
