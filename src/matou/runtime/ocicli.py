@@ -111,7 +111,8 @@ class OciCliRuntime:
             log = os.path.join(tmp, "log")
             cmd = [self.binary, "--root", self.root, "--log", log, "--log-format", "json", args[0],
                    "--console-socket", sock_path, "--pid-file", pid_file, *args[1:]]
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
             master = -1
             deadline = time.monotonic() + 30
             while master < 0 and time.monotonic() < deadline:
