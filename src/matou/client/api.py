@@ -72,8 +72,11 @@ class API:
     def container_inspect(self, ref: str, size: bool = False) -> Any:
         return self.c.get_json(f"/containers/{ref}/json", {"size": size or None})
 
-    def container_start(self, ref: str) -> None:
-        self.c.request("POST", f"/containers/{ref}/start").close()
+    def container_start(self, ref: str, trace: bool = False) -> dict[str, str]:
+        r = self.c.request("POST", f"/containers/{ref}/start", headers={"X-Matou-Trace": "1"} if trace else None)
+        r.read()
+        r.close()
+        return r.headers
 
     def container_stop(self, ref: str, t: int | None, signal: str | None) -> None:
         self.c.request("POST", f"/containers/{ref}/stop", {"t": t, "signal": signal}).close()

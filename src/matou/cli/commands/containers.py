@@ -164,7 +164,7 @@ def run(ctx: Ctx, argv: list[str]) -> int:
     waiter = api.container_wait(cid, "removed" if opts["rm"] else "next-exit")
     tracer.step("wait (registered)")
     try:
-        api.container_start(cid)
+        hdrs = api.container_start(cid, trace=tracer.on)
     except APIError as e:
         resp.close()
         waiter.close()
@@ -187,7 +187,7 @@ def run(ctx: Ctx, argv: list[str]) -> int:
     finally:
         waiter.close()
     tracer.step("wait (exit status)")
-    tracer.report()
+    tracer.report(json.loads(hdrs.get("x-matou-trace", "{}")) if tracer.on else None)
     if res.get("Error") and res["Error"].get("Message") and res.get("StatusCode", 0) >= 125:
         _err(f"matou: {res['Error']['Message']}")
     return int(res.get("StatusCode", 0))

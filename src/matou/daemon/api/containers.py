@@ -105,8 +105,13 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def start(request: web.Request) -> web.StreamResponse:
-    await _ctr(request).start_container(request.match_info["id"])
-    return web.Response(status=204)
+    s = _ctr(request)
+    await s.start_container(request.match_info["id"])
+    headers = {}
+    if request.headers.get("X-Matou-Trace"):
+        c = s.get(request.match_info["id"])
+        headers["X-Matou-Trace"] = json.dumps(s.traces.pop(c.id, {}))
+    return web.Response(status=204, headers=headers)
 
 
 async def stop(request: web.Request) -> web.StreamResponse:

@@ -82,6 +82,19 @@ class ExecRecord:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Trace:
+    """Step durations of a start, for `run --trace` (sent back in the X-Matou-Trace header)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = round((now - self._t) * 1000, 3)
+        self._t = now
+
+
 class ContainersService:
     def __init__(self, svcs: Services, db: Database, images: ImageService, snapshots: OverlaySnapshotter) -> None:
         self.svcs = svcs
@@ -108,6 +121,7 @@ class ContainersService:
         self._attach_event: dict[str, asyncio.Event] = {}
         self._last_exit: dict[str, int] = {}
         self._exits: dict[str, int] = {}  # exits seen per container, for wait(next-exit)
+        self.traces: dict[str, dict[str, float]] = {}  # last start's step durations, popped by the API
 
     # ------------------------------------------------------------------ daemon lifecycle
     async def start(self) -> None:
@@ -345,7 +359,9 @@ class ContainersService:
         for stale in ("exit.json", "started"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(bdir, stale))
+        tr = Trace()
         rootfs = self._mount_rootfs(c)
+        tr.step("mount rootfs (overlay)")
         net_mode = hc.get("NetworkMode") or "bridge"
         netns: str | None = None
         addresses: list[str] = []
@@ -367,6 +383,7 @@ class ContainersService:
             elif networks is not None and net_mode != "none":
                 netns, addresses, dns_embedded = await networks.setup(c)
                 self._save(c)  # the network service filled in c.networks / c.network_settings
+            tr.step("network")
             self._write_etc(c, addresses, dns_embedded)
             ipc = hc.get("IpcMode") or ""
             pid_mode = hc.get("PidMode") or ""
@@ -387,7 +404,9 @@ class ContainersService:
                 "runtime_root": os.path.join(self.runtime_root, runtime),
                 "cgroup_parent": hc.get("CgroupParent") or "/matou",
             }
+            tr.step("bundle (config.json, /etc files)")
             msg, reader, writer = await self.spawner.spawn(mcfg)
+            tr.step("monitor + runtime create")
         except BaseException as e:
             self._unmount(c)
             if networks is not None and net_mode not in ("host", "none") and not net_mode.startswith("container:"):
@@ -405,10 +424,13 @@ class ContainersService:
         if pending:
             await asyncio.sleep(0)
             await self._attach_ready(c.id, len(pending))
+        tr.step("attach streams connected")
         writer.write(b'{"op": "start"}\n')
         await writer.drain()
         line = await reader.readline()
         reply = json.loads(line) if line else {"ok": False, "error": "monitor died during start", "exit_code": 125}
+        tr.step("runtime start (exec)")
+        self.traces[c.id] = tr.steps
         if not reply.get("ok"):
             # the monitor records the failure as the container's exit; collect it
             err = reply.get("error", "start failed")
