@@ -176,8 +176,7 @@ class BuiltinRuntime:
                 else:
                     flags |= flag
             mount_ns = "mount" in ns_types
-            cg = cgroups.Cgroup.create(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}",
-                                       linux.get("resources"))
+            cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
             binds = [(d, os.path.basename(mp)) for mp, d in cg.dirs.items()]
             fifo = os.path.join(state_dir, FIFO)
             os.mkfifo(fifo, 0o622)
@@ -204,14 +203,17 @@ class BuiltinRuntime:
             for fd in (w, cg_r):
                 os.close(fd)
                 opened.remove(fd)
+            # the child builds its rootfs meanwhile; it needs the directories ("d") before its /sys/fs/cgroup
+            # mount and to be inside them ("1") before it execs
             try:
+                cg.make(self._hier(), linux.get("resources"))
+                os.write(cg_w, b"d")
                 for f in cg.procs_files():
                     cgroups.write(f, str(pid))
                 os.write(cg_w, b"1")
-            except OSError:
-                pass  # the child reads EOF instead of "1" and reports it
-            os.close(cg_w)
-            opened.remove(cg_w)
+            finally:
+                os.close(cg_w)
+                opened.remove(cg_w)
             msg = _read_all(r)
             self._check_sync(msg, pid)
             st = ContainerState(

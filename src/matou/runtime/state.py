@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from matou.errors import InvalidArgument, NotFound
@@ -53,8 +53,8 @@ class ContainerState:
     config_hash: str = ""
 
     def save(self, state_dir: str) -> None:
-        atomic_write(os.path.join(state_dir, STATE_FILE), json.dumps(asdict(self)).encode(), mode=0o600,
-                     sync=False)
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}  # asdict() deep-copies: 10x slower
+        atomic_write(os.path.join(state_dir, STATE_FILE), json.dumps(data).encode(), mode=0o600, sync=False)
 
     @classmethod
     def load(cls, root: str, container_id: str) -> ContainerState:

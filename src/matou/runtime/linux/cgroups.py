@@ -129,32 +129,43 @@ class Cgroup:
 
     # --- life cycle -------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, hierarchies: list[Hierarchy], path: str, resources: dict[str, Any] | None) -> Cgroup:
-        if not path.startswith("/") or ".." in path.split("/"):
-            raise InvalidArgument(f"cgroupsPath must be absolute and without '..': {path!r}")
+    def plan(cls, hierarchies: list[Hierarchy], path: str) -> Cgroup:
+        """Where the container's cgroup will be, in every hierarchy (nothing is created yet)."""
+        if not path.startswith("/") or ".." in path.split("/") or path.rstrip("/") == "":
+            raise InvalidArgument(f"cgroupsPath must be absolute, below the root and without '..': {path!r}")
         v1 = [h for h in hierarchies if h.version == 1 and any(not c.startswith("name=") for c in h.controllers)]
-        version = 1 if v1 else 2
-        cg = cls(version, path)
+        cg = cls(1 if v1 else 2, path)
+        if v1:
+            for h in hierarchies:
+                cg.dirs[h.mountpoint] = h.mountpoint + path
+                for c in h.controllers:
+                    cg.controllers[c] = h.mountpoint + path
+        else:
+            h2 = next((h for h in hierarchies if h.version == 2), None)
+            if h2 is None:
+                raise SystemError_("no cgroup hierarchy is mounted")
+            cg.dirs[h2.mountpoint] = h2.mountpoint + path
+        return cg
+
+    def make(self, hierarchies: list[Hierarchy], resources: dict[str, Any] | None) -> None:
+        """Create the directories and apply the limits; on failure, remove what was made."""
         try:
-            if version == 1:
-                for h in hierarchies:
-                    d = h.mountpoint + path
-                    cg._mkdir_v1(h, d)
-                    cg.dirs[h.mountpoint] = d
-                    for c in h.controllers:
-                        cg.controllers[c] = d
-            else:
-                h = next((h for h in hierarchies if h.version == 2), None)
-                if h is None:
-                    raise SystemError_("no cgroup hierarchy is mounted")
-                d = h.mountpoint + path
-                cg._mkdir_v2(h.mountpoint, d)
-                cg.dirs[h.mountpoint] = d
+            by_mp = {h.mountpoint: h for h in hierarchies}
+            for mp, d in self.dirs.items():
+                if self.version == 1:
+                    self._mkdir_v1(by_mp[mp], d)
+                else:
+                    self._mkdir_v2(mp, d)
             if resources:
-                cg.apply(resources)
+                self.apply(resources)
         except BaseException:
-            cg.destroy()
+            self.destroy()
             raise
+
+    @classmethod
+    def create(cls, hierarchies: list[Hierarchy], path: str, resources: dict[str, Any] | None) -> Cgroup:
+        cg = cls.plan(hierarchies, path)
+        cg.make(hierarchies, resources)
         return cg
 
     @classmethod

@@ -262,11 +262,15 @@ def _report(sync_fd: int, e: BaseException) -> int:
     return 1
 
 
+def _wait_byte(c: ContainerPlan, want: bytes) -> None:
+    """The parent creates our cgroups ("d") and moves us into them ("1") while we build the rootfs: the first
+    cgroup migration after a quiet spell waits for an RCU grace period (5-17 ms here), which this overlaps."""
+    if os.read(c.cgroup_wait_fd, 1) != want:
+        raise OSError(errno.EIO, "the runtime could not set up the container's cgroups")
+
+
 def _wait_cgroup(c: ContainerPlan) -> None:
-    """The parent migrates us into the cgroups while we build the rootfs: the first migration after a quiet
-    spell waits for an RCU grace period (8-14 ms here), which overlaps our own work this way."""
-    if os.read(c.cgroup_wait_fd, 1) != b"1":
-        raise OSError(errno.EIO, "the runtime could not place the container in its cgroups")
+    _wait_byte(c, b"1")
     os.close(c.cgroup_wait_fd)
     if c.new_cgroupns:
         sc.unshare(sc.CLONE_NEWCGROUP)
@@ -286,10 +290,12 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
             sc.join_session_keyring("_ses." + c.id[:64])
         root = c.rootfs
         if c.cgroup_v2:  # the cgroup2 mount shows the namespace's root: join first
+            _wait_byte(c, b"d")
             _wait_cgroup(c)
         if c.mount_ns:
             rootfs.prepare(root, c.root_propagation)
-            rootfs.mount_all(root, c.mounts, c.cgroup_binds, c.cgroup_v2)
+            rootfs.mount_all(root, c.mounts, c.cgroup_binds, c.cgroup_v2,
+                             lambda: c.cgroup_v2 or _wait_byte(c, b"d"))
             if c.setup_dev:
                 rootfs.create_devices(root, c.devices)
                 rootfs.dev_symlinks(root)
@@ -318,8 +324,11 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
             rootfs.readonly_path(path)
         for path in c.masked:
             rootfs.mask_path(path)
+        if not c.mount_ns or not any(m.type == "cgroup" for m in c.mounts):
+            if not c.cgroup_v2:
+                _wait_byte(c, b"d")
         if not c.cgroup_v2:
-            _wait_cgroup(c)
+            _wait_cgroup(c)  # as late as possible, but the cgroup namespace still needs CAP_SYS_ADMIN
         exe, env = _finish_process(p)
         _send(sync_fd, {"ok": True})
         os.close(sync_fd)

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from matou.errors import InvalidArgument
@@ -153,9 +154,11 @@ def prepare(root: str, propagation: int) -> None:
     sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
 
 
-def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool) -> None:
+def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool,
+              before_cgroup: Callable[[], object] = lambda: None) -> None:
     for m in mounts:
         if m.type == "cgroup":
+            before_cgroup()  # the container's cgroup directories must exist by now
             _mount_cgroup(root, m, cgroup_binds, cgroup_v2)
             continue
         target = _in_root(root, m.destination)

@@ -148,7 +148,8 @@ def _add_rule(lib: ctypes.CDLL, ctx: int, action: int, nr: int, args: list[dict]
 
 
 def profile_key(section: dict[str, Any]) -> str:
-    data = json.dumps(section, sort_keys=True, separators=(",", ":")).encode()
+    """Same JSON, same key; configs written by the same code keep their key order, so no sort is needed."""
+    data = json.dumps(section, separators=(",", ":")).encode()
     return hashlib.sha256(platform.machine().encode() + b"\0" + data).hexdigest()
 
 
