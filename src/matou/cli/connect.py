@@ -59,17 +59,23 @@ def start_daemon(host: str, timeout: float = 60.0) -> None:
     raise ConnectError(f"matoud did not come up within {timeout:.0f}s; see {DAEMON_LOG}")
 
 
-def client_for(host: str | None, autostart: bool = True) -> Client:
-    """A client whose daemon is reachable, starting it when it is the default local one."""
-    h = host_from_env(host)
-    client = Client(h)
-    try:
-        s = client.connect()
-        s.close()
-        return client
-    except ConnectError:
-        if not autostart or not h.startswith("unix://") or h != DEFAULT_HOST or os.geteuid() != 0:
-            raise ConnectError(
-                f"Cannot connect to the matou daemon at {h}. Is matoud running?") from None
-    start_daemon(h)
-    return client
+class AutoStartClient(Client):
+    """Connects on first use; when the default local daemon is not running, starts it and retries once."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self._started = False
+
+    def connect(self) -> object:
+        try:
+            return super().connect()
+        except ConnectError:
+            if self._started or self.host != DEFAULT_HOST or os.geteuid() != 0:
+                raise ConnectError(f"Cannot connect to the matou daemon at {self.host}. Is matoud running?") from None
+        self._started = True
+        start_daemon(self.host)
+        return super().connect()
+
+
+def client_for(host: str | None) -> Client:
+    return AutoStartClient(host_from_env(host))

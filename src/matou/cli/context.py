@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import Any, TextIO
 
 from matou.client.http import Client
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass
+
 class Ctx:
-    host: str | None = None
-    debug: bool = False
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    _client: Client | None = None
+    """A plain class, not a dataclass: importing dataclasses costs ~10 ms of CLI start-up."""
+
+    def __init__(self, host: str | None = None, debug: bool = False) -> None:
+        self.host = host
+        self.debug = debug
+        self.out = sys.stdout
+        self.err = sys.stderr
+        self._client: Client | None = None
 
     @property
     def client(self) -> Client:

@@ -8,8 +8,13 @@ streamed responses, and connection hijacking (``Upgrade: tcp``) for attach and e
 from __future__ import annotations
 
 import _socket
-from collections.abc import Iterator
-from typing import Any
+
+from matou.util import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 
 class APIError(Exception):
@@ -149,10 +154,8 @@ class Response:
         return self.read().decode("utf-8", "replace")
 
     def json(self) -> Any:
-        import json
-
         data = self.read()
-        return json.loads(data) if data else None
+        return fastjson.loads(data) if data else None
 
     def iter_lines(self) -> Iterator[bytes]:
         pending = b""
@@ -169,10 +172,8 @@ class Response:
             yield pending
 
     def iter_json(self) -> Iterator[Any]:
-        import json
-
         for line in self.iter_lines():
-            yield json.loads(line)
+            yield fastjson.loads(line)
 
     def close(self) -> None:
         try:
@@ -211,9 +212,7 @@ class Client:
                 json_body: Any = None, check: bool = True, upgrade: bool = False) -> Response:
         hdrs = {"Host": "docker", "User-Agent": "matou-cli/0.1"}
         if json_body is not None:
-            import json
-
-            body = json.dumps(json_body).encode()
+            body = fastjson.dumps(json_body).encode()
             hdrs["Content-Type"] = "application/json"
         if headers:
             hdrs.update(headers)
@@ -292,11 +291,9 @@ def _error_message(resp: Response) -> str:
     finally:
         resp.close()
     try:
-        import json
-
-        d = json.loads(body)
+        d = fastjson.loads(body)
         if isinstance(d, dict) and "message" in d:
             return str(d["message"])
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         pass
     return body.decode("utf-8", "replace").strip() or f"HTTP {resp.status} {resp.reason}"

@@ -3,18 +3,20 @@ unpause, rename, cp, diff, commit, export, stats, port, update, container ..."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Any
 
 from matou.cli.commands import parse_or_exit
-from matou.cli.commands.runopts import RUN_FLAGS, build_create_body, ram_in_bytes
 from matou.cli.context import Ctx
 from matou.cli.flags import UsageError, flag
 from matou.cli.output import ago, bytes_size, fail, format_rows, human_size
 from matou.client.http import APIError
+from matou.util import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _err(msg: str) -> None:
@@ -69,6 +71,8 @@ class Tracer:
 
 
 def _create(ctx: Ctx, opts: dict[str, Any], image: str, cmd: list[str], tracer: Tracer | None = None) -> str | None:
+    from matou.cli.commands.runopts import build_create_body
+
     try:
         body, name = build_create_body(opts, image, cmd)
     except UsageError as e:
@@ -129,6 +133,8 @@ def _pull(ctx: Ctx, image: str, platform: str | None, quiet: bool | None) -> boo
 
 
 def run(ctx: Ctx, argv: list[str]) -> int:
+    from matou.cli.commands.runopts import RUN_FLAGS
+
     opts, pos = parse_or_exit(argv, RUN_FLAGS, "matou run [OPTIONS] IMAGE [COMMAND] [ARG...]",
                               "Create and run a new container from an image", min_args=1, interspersed=False,
                               cmd="run")
@@ -215,6 +221,8 @@ def _stream(ctx: Ctx, cid: str, resp: Any, *, tty: bool, stdin: bool, resize: An
 
 
 def create(ctx: Ctx, argv: list[str]) -> int:
+    from matou.cli.commands.runopts import RUN_FLAGS
+
     opts, pos = parse_or_exit(argv, RUN_FLAGS, "matou create [OPTIONS] IMAGE [COMMAND] [ARG...]",
                               "Create a new container", min_args=1, interspersed=False, cmd="create")
     cid = _create(ctx, opts, pos[0], pos[1:])
@@ -697,7 +705,7 @@ def update(ctx: Ctx, argv: list[str]) -> int:
         flag("--restart", kind="str", help="Restart policy to apply when a container exits"),
     ], "matou update [OPTIONS] CONTAINER [CONTAINER...]", "Update configuration of one or more containers",
         min_args=1, cmd="update")
-    from matou.cli.commands.runopts import parse_restart
+    from matou.cli.commands.runopts import parse_restart, ram_in_bytes
 
     body: dict[str, Any] = {}
     try:

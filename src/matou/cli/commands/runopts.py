@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-from typing import Any
 
 from matou.cli.flags import Flag, UsageError, flag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RUN_FLAGS: list[Flag] = [
     flag("-a", "--attach", kind="list", help="Attach to STDIN, STDOUT or STDERR"),
@@ -90,14 +92,13 @@ RUN_FLAGS: list[Flag] = [
     flag("-w", "--workdir", kind="str", help="Working directory inside the container"),
 ]
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$", re.I)
-
-
 def ram_in_bytes(v: str, what: str = "memory") -> int:
     """docker/go-units RAMInBytes: binary units, b/k/m/g/t suffixes."""
+    import re
+
     if v == "-1":
         return -1
-    m = _SIZE_RE.match(v.strip())
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$", v.strip(), re.I)
     if not m:
         raise UsageError(f'invalid argument "{v}" for "{what}" flag: invalid size: \'{v}\'')
     n = float(m.group(1))
@@ -107,6 +108,8 @@ def ram_in_bytes(v: str, what: str = "memory") -> int:
 
 def _parse_duration(v: str | None) -> int:
     """Go durations (30s, 1m30s, 500ms) -> nanoseconds."""
+    import re
+
     if not v:
         return 0
     total = 0.0

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from matou.cli.commands import parse_or_exit
 from matou.cli.context import Ctx
 from matou.cli.flags import flag
 from matou.cli.output import format_rows, human_size, render, unescape
+from matou.util import fastjson as json
 
 
 def version(ctx: Ctx, argv: list[str]) -> int:
     opts, _ = parse_or_exit(argv, [flag("-f", "--format", kind="str", help="Format output using a Go template")],
                             "matou version [OPTIONS]", "Show the matou version information", max_args=0)
-    import platform
+    import os
 
     import matou
 
+    machine = os.uname().machine
+    pyver = ".".join(str(x) for x in sys.version_info[:3])
     client = {"Version": matou.__version__, "ApiVersion": "1.45", "Os": "linux",
-              "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-              "GoVersion": "python" + platform.python_version()}
+              "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine), "GoVersion": "python" + pyver}
     try:
         server = ctx.api().version()
     except Exception as e:  # still show the client part, like docker
@@ -33,7 +34,7 @@ def version(ctx: Ctx, argv: list[str]) -> int:
         "Client:\n"
         f" Version:           {client['Version']}\n"
         f" API version:       {client['ApiVersion']}\n"
-        f" Python version:    {platform.python_version()}\n"
+        f" Python version:    {pyver}\n"
         f" OS/Arch:           {client['Os']}/{client['Arch']}\n")
     if server is None:
         sys.stderr.write(f"{err}\n")
