@@ -72,12 +72,15 @@ def _connect_console(path: str) -> int:
 class BuiltinRuntime:
     """See api.Runtime for the life cycle."""
 
-    def __init__(self, root: str, *, cgroup_parent: str = "/matou") -> None:
+    def __init__(self, root: str, *, cgroup_parent: str = "/matou",
+                 hierarchies: list[cgroups.Hierarchy] | None = None) -> None:
+        """``hierarchies`` overrides the cgroup mounts found in /proc/self/mountinfo (tests use it to run the v2
+        driver on the cgroup2 mount of a hybrid host)."""
         self.root = os.path.abspath(root)
         self.cgroup_parent = cgroup_parent
         os.makedirs(self.root, 0o711, exist_ok=True)
         self._bpf = BpfCache(os.path.join(self.root, ".seccomp"))
-        self._hierarchies: list[cgroups.Hierarchy] | None = None
+        self._hierarchies: list[cgroups.Hierarchy] | None = hierarchies
         self._available_caps = capmod.current_bounding()
         self._last_cap = capmod.last_cap()
         self._own_pidns = os.stat("/proc/self/ns/pid").st_ino
@@ -199,18 +202,27 @@ class BuiltinRuntime:
             cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
             opened += [r, w, cg_r, cg_w]
             cplan.cgroup_wait_fd = cg_r
-            pid = self._clone(flags, pid_join, lambda: self._child(cplan, pplan, w, new_net))
+            into_fd: int | None = None
+            if cg.version == 2:
+                # pure v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP), no migration at all
+                cg.make(self._hier(), linux.get("resources"))
+                into_fd = os.open(next(iter(cg.dirs.values())), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                opened.append(into_fd)
+            pid = self._clone(flags, pid_join, lambda: self._child(cplan, pplan, w, new_net), into_fd)
             for fd in (w, cg_r):
                 os.close(fd)
                 opened.remove(fd)
-            # the child builds its rootfs meanwhile; it needs the directories ("d") before its /sys/fs/cgroup
+            # v1: the child builds its rootfs meanwhile; it needs the directories ("d") before its /sys/fs/cgroup
             # mount and to be inside them ("1") before it execs
             try:
-                cg.make(self._hier(), linux.get("resources"))
-                os.write(cg_w, b"d")
-                for f in cg.procs_files():
-                    cgroups.write(f, str(pid))
-                os.write(cg_w, b"1")
+                if into_fd is None:
+                    cg.make(self._hier(), linux.get("resources"))
+                    os.write(cg_w, b"d")
+                    for f in cg.procs_files():
+                        cgroups.write(f, str(pid))
+                    os.write(cg_w, b"1")
+                else:
+                    os.write(cg_w, b"d1")
             finally:
                 os.close(cg_w)
                 opened.remove(cg_w)
@@ -249,15 +261,15 @@ class BuiltinRuntime:
                 _bring_up_loopback()
         run_container_init(c, p, w)
 
-    def _clone(self, flags: int, pid_ns_fd: int | None, child: Any) -> int:
+    def _clone(self, flags: int, pid_ns_fd: int | None, child: Any, cgroup_fd: int | None = None) -> int:
         """clone(); with pid_ns_fd, first point our pid_for_children there (the child lands in that namespace as
-        our own child), and back afterwards."""
+        our own child), and back afterwards; with cgroup_fd, clone3 straight into that cgroup v2 directory."""
         own = None
         if pid_ns_fd is not None:
             own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             sc.setns(pid_ns_fd, sc.CLONE_NEWPID)
         try:
-            pid = sc.clone(flags)
+            pid = sc.clone(flags) if cgroup_fd is None else sc.clone_into_cgroup(flags, cgroup_fd)
             if pid == 0:
                 try:
                     child()
@@ -497,10 +509,14 @@ class BuiltinRuntime:
             if not st.alive():  # the fds might belong to a recycled pid
                 raise Conflict(f"container {cid} is not running")
             cg = st.cg()
-            xplan = ExecPlan(cgroup_procs=cg.procs_files() if cg else [], ns_fds=ns_fds)
+            into_fd = None
+            if cg is not None and cg.version == 2:
+                into_fd = os.open(next(iter(cg.dirs.values())), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                opened.append(into_fd)
+            xplan = ExecPlan(cgroup_procs=cg.procs_files() if cg and into_fd is None else [], ns_fds=ns_fds)
             r, w = os.pipe2(os.O_CLOEXEC)
             opened += [r, w]
-            pid = self._clone(0, pid_ns, lambda: run_exec_init(xplan, pplan, w))
+            pid = self._clone(0, pid_ns, lambda: run_exec_init(xplan, pplan, w), into_fd)
             os.close(w)
             opened.remove(w)
             msg = _read_all(r)
