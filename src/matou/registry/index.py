@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,6 +203,27 @@ class Viewer:
     anonymous_pull: bool = True
 
 
+_B = sa.bindparam
+_REPO_FROM = repositories.outerjoin(accounts, accounts.c.id == repositories.c.owner_id)
+# hot-path statements, built once (building a Core expression costs more than running it)
+_GET_REPO = sa.select(repositories, accounts.c.name.label("owner_name")).select_from(_REPO_FROM).where(
+    repositories.c.name == _B("name"))
+_ACCESS = sa.select(
+    repositories, accounts.c.name.label("owner_name"),
+    sa.select(repo_members.c.role).where(repo_members.c.repo_id == repositories.c.id,
+                                         repo_members.c.user_id == _B("uid")).scalar_subquery().label("member_role"),
+    sa.select(org_members.c.role).where(org_members.c.org_id == repositories.c.owner_id,
+                                        org_members.c.user_id == _B("uid")).scalar_subquery().label("org_role"),
+).select_from(_REPO_FROM).where(repositories.c.name == _B("name"))
+_RESOLVE_DIGEST = sa.select(manifests).where(manifests.c.repo_id == _B("rid"), manifests.c.digest == _B("ref"))
+_RESOLVE_TAG = (sa.select(manifests).join(tags, sa.and_(tags.c.repo_id == manifests.c.repo_id,
+                                                        tags.c.digest == manifests.c.digest))
+                .where(tags.c.repo_id == _B("rid"), tags.c.name == _B("ref")))
+_REPO_BLOB_SIZE = (sa.select(blobs.c.size).join(repo_blobs, repo_blobs.c.digest == blobs.c.digest)
+                   .where(repo_blobs.c.repo_id == _B("rid"), repo_blobs.c.digest == _B("digest")))
+_ACCOUNT_BY_NAME = sa.select(accounts).where(accounts.c.name == _B("name"))
+
+
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -242,8 +264,15 @@ class Index:
             event.listen(self.engine, "begin", _sqlite_begin)
         self._wengine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         metadata.create_all(self.engine)
+        # the thread that made the index (the server's event loop) reads through one autocommit connection of
+        # its own: a pool checkout per query would cost as much as the query
+        self._owner = threading.get_ident()
+        self._reader: sa.Connection | None = None
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self.engine.dispose()
 
     @contextmanager
@@ -254,6 +283,11 @@ class Index:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
+        if threading.get_ident() == self._owner:
+            if self._reader is None:
+                self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            yield self._reader
+            return
         with self.engine.connect() as conn:
             yield conn
 
@@ -270,7 +304,7 @@ class Index:
 
     def get_account(self, name: str) -> Account | None:
         with self.read() as c:
-            row = c.execute(sa.select(accounts).where(accounts.c.name == name)).first()
+            row = c.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
         return Account(*row) if row else None
 
     def get_account_by_id(self, account_id: int) -> Account | None:
@@ -336,25 +370,16 @@ class Index:
 
     # repositories
     def get_repo(self, name: str) -> Repo | None:
-        q = (sa.select(*_REPO_COLS).select_from(repositories.outerjoin(accounts, accounts.c.id == repositories.c.owner_id))
-             .where(repositories.c.name == name))
         with self.read() as c:
-            row = c.execute(q).first()
+            row = c.execute(_GET_REPO, {"name": name}).first()
         return _repo(row) if row else None
 
     def access(self, name: str, user_id: int | None) -> Access:
         """The repository (if any) and the user's member and owner-organisation roles on it."""
         if user_id is None:
             return Access(self.get_repo(name), None, None)
-        member = (sa.select(repo_members.c.role).where(repo_members.c.repo_id == repositories.c.id,
-                                                        repo_members.c.user_id == user_id).scalar_subquery())
-        org = (sa.select(org_members.c.role).where(org_members.c.org_id == repositories.c.owner_id,
-                                                    org_members.c.user_id == user_id).scalar_subquery())
-        q = (sa.select(*_REPO_COLS, member.label("member_role"), org.label("org_role"))
-             .select_from(repositories.outerjoin(accounts, accounts.c.id == repositories.c.owner_id))
-             .where(repositories.c.name == name))
         with self.read() as c:
-            row = c.execute(q).first()
+            row = c.execute(_ACCESS, {"name": name, "uid": user_id}).first()
         if row is None:
             return Access(None, None, None)
         return Access(_repo(row), row._mapping["member_role"], row._mapping["org_role"])
@@ -513,10 +538,8 @@ class Index:
         return True
 
     def repo_blob_size(self, repo_id: int, digest: str) -> int | None:
-        q = (sa.select(blobs.c.size).join(repo_blobs, repo_blobs.c.digest == blobs.c.digest)
-             .where(repo_blobs.c.repo_id == repo_id, repo_blobs.c.digest == digest))
         with self.read() as c:
-            row = c.execute(q).first()
+            row = c.execute(_REPO_BLOB_SIZE, {"rid": repo_id, "digest": digest}).first()
         return row[0] if row else None
 
     def unlink_blob(self, repo_id: int, digest: str) -> bool:
@@ -594,14 +617,9 @@ class Index:
 
     def resolve(self, repo_id: int, reference: str) -> ManifestRow | None:
         """A manifest of the repository by digest (``algo:hex``) or by tag."""
-        if ":" in reference:
-            q = sa.select(manifests).where(manifests.c.repo_id == repo_id, manifests.c.digest == reference)
-        else:
-            q = (sa.select(manifests).join(tags, sa.and_(tags.c.repo_id == manifests.c.repo_id,
-                                                         tags.c.digest == manifests.c.digest))
-                 .where(tags.c.repo_id == repo_id, tags.c.name == reference))
         with self.read() as c:
-            row = c.execute(q).first()
+            row = c.execute(_RESOLVE_DIGEST if ":" in reference else _RESOLVE_TAG,
+                            {"rid": repo_id, "ref": reference}).first()
         return _manifest(row) if row else None
 
     def delete_manifest(self, repo_id: int, digest: str, immutable: tuple[str, ...] = ()) -> bool:
