@@ -86,13 +86,15 @@ def _podman(root: str, *args: str, input: bytes | None = None) -> subprocess.Com
 def test_podman_interop(daemon: Daemon, busybox: str, tmp_path) -> None:
     if not shutil.which("podman"):
         pytest.skip("podman not installed")
-    root = str(tmp_path / "podman")
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="pm-", dir="/tmp")  # podman wants a runroot shorter than 50 characters
     archive = tmp_path / "bb.tar"
     archive.write_bytes(daemon.cli("save", busybox).stdout)
     r = _podman(root, "load", "-i", str(archive))
     assert r.returncode == 0, r.stderr
     ours = json.loads(daemon.out("image", "inspect", busybox))[0]
-    r = _podman(root, "image", "inspect", "docker.io/library/busybox:latest")
+    r = _podman(root, "image", "inspect", ours["Id"].split(":")[1])  # podman names it localhost/busybox
     assert r.returncode == 0, r.stderr
     theirs = json.loads(r.stdout)[0]
     assert theirs["RootFS"]["Layers"] == ours["RootFS"]["Layers"]
@@ -111,6 +113,8 @@ def test_podman_interop(daemon: Daemon, busybox: str, tmp_path) -> None:
     for c in daemon.out("ps", "-a", "-q", "--filter", f"ancestor={busybox}").split():
         daemon.cli("rm", "-f", c, check=False)
     daemon.cli("rmi", "localhost/podmade:1", check=False)
+    _podman(root, "system", "reset", "-f")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_import_with_changes(daemon: Daemon, busybox: str, tmp_path) -> None:

@@ -95,5 +95,6 @@ def state_dirs(cfg: DaemonConfig) -> dict[str, str]:
         "tmp": os.path.join(cfg.data_root, "tmp"),
         "run_containers": os.path.join(cfg.exec_root, "containers"),
         "runtime": os.path.join(cfg.exec_root, "runtime"),
+        "monitor_sockets": os.path.join(cfg.exec_root, "m"),
     }
     return d

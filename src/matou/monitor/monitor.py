@@ -48,6 +48,7 @@ class MonitorConfig:
     runtime_binary: str | None = None
     runtime_root: str = "/run/matou/runtime"
     cgroup_parent: str = "/matou"
+    socket_path: str = ""  # default <state_dir>/monitor.sock; AF_UNIX paths are limited to 107 bytes
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MonitorConfig:
@@ -121,7 +122,7 @@ class Monitor:
         self.runtime = make_runtime(cfg)
         self.log: LogWriter | None = None
         self.started = False
-        self.sock_path = os.path.join(cfg.state_dir, "monitor.sock")
+        self.sock_path = cfg.socket_path or os.path.join(cfg.state_dir, "monitor.sock")
 
     # ------------------------------------------------------------------ setup
     def run(self) -> int:

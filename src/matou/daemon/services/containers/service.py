@@ -207,7 +207,8 @@ class ContainersService:
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def _sock(self, cid: str) -> str:
-        return os.path.join(self.run_dir, cid, "monitor.sock")
+        # short on purpose: AF_UNIX paths are limited to 107 bytes, and exec roots (tests) can be long
+        return os.path.join(self.cfg.exec_root, "m", cid[:24])
 
     def bundle_dir(self, cid: str) -> str:
         return os.path.join(self.run_dir, cid)
@@ -403,6 +404,7 @@ class ContainersService:
                 "runtime_binary": (self.cfg.runtimes.get(runtime) or {}).get("path"),
                 "runtime_root": os.path.join(self.runtime_root, runtime),
                 "cgroup_parent": hc.get("CgroupParent") or "/matou",
+                "socket_path": self._sock(c.id),
             }
             tr.step("bundle (config.json, /etc files)")
             msg, reader, writer = await self.spawner.spawn(mcfg)
