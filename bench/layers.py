@@ -1,0 +1,154 @@
+"""Benchmark: apply a ~230 MiB gzip layer with matou vs GNU ``tar -xzf`` (and Python tarfile), in one run.
+
+The layer holds one 128 MiB random file and 20,000 small text files of 1-8 KiB, compressed with ``gzip -6``
+(what Go's default gzip level, hence most registry layers, looks like). It is built once and cached.
+
+Every extraction goes into a fresh, empty directory created for that run, and is deleted afterwards outside the
+timing; the tools are interleaved (A B A B ...) because the machine is noisy. The root filesystem here is ext4
+without a journal and slows down after many extract/delete rounds, so ``--tmpfs`` mounts a private tmpfs for the
+targets instead (unmounted at the end). Throughput is uncompressed tar bytes per second. Goal: >= 2x GNU tar.
+
+    .venv/bin/python bench/layers.py [--tmpfs] [--runs N] [--no-tarfile] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from matou.layers.apply import apply_layer  # noqa: E402
+
+CORPUS_VERSION = "v1"
+WORDS = [f"word{i}" for i in range(4000)]
+
+
+def build_layer(workdir: str) -> str:
+    path = os.path.join(workdir, f"layer-{CORPUS_VERSION}.tar.gz")
+    if os.path.exists(path):
+        return path
+    print(f"building the layer once (cached at {path}) ...", flush=True)
+    tree = os.path.join(workdir, "tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    rng = random.Random(42)
+    os.makedirs(os.path.join(tree, "big"))
+    with open(os.path.join(tree, "big", "random.bin"), "wb") as f:
+        for _ in range(128):
+            f.write(rng.randbytes(1 << 20))
+    for i in range(20_000):
+        d = os.path.join(tree, f"d{i // 500:03d}")
+        os.makedirs(d, exist_ok=True)
+        n = rng.randint(1024, 8192)
+        text = " ".join(rng.choice(WORDS) for _ in range(n // 5))
+        with open(os.path.join(d, f"f{i:05d}.txt"), "w") as f:
+            f.write(text[:n].ljust(n, "."))
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as out:
+        tar = subprocess.Popen(["tar", "-cf", "-", "--sort=name", "-C", tree, "."], stdout=subprocess.PIPE)
+        subprocess.run(["gzip", "-6", "-n"], stdin=tar.stdout, stdout=out, check=True)
+        assert tar.stdout is not None
+        tar.stdout.close()
+        if tar.wait() != 0:
+            raise SystemExit("tar failed")
+    os.replace(tmp, path)
+    shutil.rmtree(tree)
+    return path
+
+
+def uncompressed_size(path: str) -> int:
+    out = subprocess.run(["sh", "-c", f"gzip -dc '{path}' | wc -c"], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def run_tar(layer: str, dest: str) -> float:
+    t = time.perf_counter()
+    subprocess.run(["tar", "-xzf", layer, "-C", dest], check=True)
+    return time.perf_counter() - t
+
+
+def run_matou(layer: str, dest: str) -> float:
+    t = time.perf_counter()
+    apply_layer(layer, dest)
+    return time.perf_counter() - t
+
+
+def run_tarfile(layer: str, dest: str) -> float:
+    from isal import igzip
+
+    t = time.perf_counter()
+    with igzip.open(layer, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
+        if hasattr(tarfile, "fully_trusted_filter"):
+            tf.extractall(dest, filter="fully_trusted")
+        else:
+            tf.extractall(dest)
+    return time.perf_counter() - t
+
+
+def fstype(path: str) -> str:
+    out = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tmpfs", action="store_true", help="extract into a private tmpfs instead of the root fs")
+    ap.add_argument("--no-tarfile", action="store_true", help="skip the (slow) Python tarfile baseline")
+    ap.add_argument("--workdir", default="/var/tmp/matou-bench-layers")
+    args = ap.parse_args()
+
+    os.makedirs(args.workdir, exist_ok=True)
+    layer = build_layer(args.workdir)
+    size = uncompressed_size(layer)
+    mib = size / (1 << 20)
+    csize = os.path.getsize(layer) / (1 << 20)
+
+    base = tempfile.mkdtemp(prefix="targets-", dir=args.workdir)
+    mounted = False
+    if args.tmpfs:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "matou-bench", base], check=True)
+        mounted = True
+    tools = {"GNU tar -xzf": run_tar, "matou apply_layer": run_matou}
+    if not args.no_tarfile:
+        tools["Python tarfile (isal gunzip)"] = run_tarfile
+    times: dict[str, list[float]] = {k: [] for k in tools}
+    try:
+        print(f"layer: {csize:.0f} MiB gzip -6, {mib:.0f} MiB uncompressed (128 MiB random + 20,000 files 1-8 KiB)")
+        print(f"targets: a fresh empty directory per extraction on {fstype(base)} ({base}); deleted after each run, "
+              "outside the timing; tools interleaved")
+        order = list(tools)
+        for r in range(args.runs):
+            for name in (order if r % 2 == 0 else order[::-1]):
+                dest = os.path.join(base, f"run{r}-{name.split()[0].lower()}")
+                os.mkdir(dest)
+                subprocess.run(["sync"], check=False)
+                times[name].append(tools[name](layer, dest))
+                shutil.rmtree(dest)
+            print(f"  round {r + 1}: " + "  ".join(f"{k.split()[0]} {v[-1]:.2f}s" for k, v in times.items()),
+                  flush=True)
+    finally:
+        if mounted:
+            subprocess.run(["umount", base], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+    tar_med = statistics.median(times["GNU tar -xzf"])
+    print(f"\n{'tool':32} {'median s':>9} {'MiB/s':>8} {'vs tar':>7}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:32} {med:9.2f} {mib / med:8.0f} {tar_med / med:6.2f}x")
+    ratio = tar_med / statistics.median(times["matou apply_layer"])
+    print(f"\nmatou vs GNU tar: {ratio:.2f}x throughput (goal >= 2x): {'met' if ratio >= 2 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

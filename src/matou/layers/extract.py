@@ -1,0 +1,616 @@
+"""Write tar entries into a directory without ever leaving it, with few syscalls per entry.
+
+Every path is opened relative to a directory fd, one component at a time with O_NOFOLLOW, so neither a name
+nor a symlink nor a hardlink can reach outside the target:
+
+- names: absolute names, ``..`` components, empty names and NUL bytes are refused (GNU tar refuses ``..`` too);
+- layer mode (``follow_links=False``): a parent component that is a symlink is refused, since a layer tar made
+  from a real tree never writes through a link;
+- tree mode (``follow_links=True``, for ``docker cp`` into a container and ADD of a local tar): symlinks in
+  parent components are followed as if the target were ``/`` (like openat2's RESOLVE_IN_ROOT), so merged-usr
+  links such as ``/lib -> usr/lib`` work, and a directory entry onto a symlink to a directory keeps the link;
+- an existing final component is never written through: files are created with O_CREAT|O_EXCL and anything in
+  the way is removed first (a directory entry onto a directory only updates its metadata);
+- hardlink targets are resolved by the same rules, and linked with linkat() without following a final symlink.
+
+Entry types: regular files (also ``7``), hardlinks, symlinks, directories, char/block devices, fifos. Metadata:
+owner (numeric ids), mode including setuid/setgid/sticky, mtime/atime in ns, xattrs (``trusted.overlay.*`` from
+an archive is dropped: overlay metadata only comes from whiteout markers). Directory modes and times are set at the
+end, after their contents.
+
+Whiteouts (``.wh.NAME``, ``.wh..wh..opq``): "overlay" makes overlay whiteouts (char device 0/0, and the
+``trusted.overlay.opaque=y`` xattr), "delete" removes the path (and for opaque markers, everything in the
+directory this archive did not write), "none" extracts them as ordinary files.
+
+An :class:`Applier` belongs to one call: the fd cache and deferred metadata live on it, never in module state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import shutil
+import stat
+import threading
+
+from matou.errors import InvalidArgument, SystemError_
+from matou.layers import tarfmt as T
+from matou.layers.stream import TarStream
+from matou.layers.tarread import Entry, entries
+
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+WH_PREFIX = b".wh."
+WH_META_PREFIX = b".wh..wh."
+WH_OPAQUE = b".wh..wh..opq"
+OPAQUE_XATTR = b"trusted.overlay.opaque"
+OVERLAY_XATTR_PREFIX = b"trusted.overlay."
+MAX_LINK_HOPS = 40
+FD_CACHE = 128
+BIG_FILE = 1 << 62  # preallocation measured slower here (tmpfs zeroes pages first); kept as a knob
+
+
+SMALL_FILE = 256 << 10  # files up to this size are finished (write, owner, times, close) by a second thread
+
+
+class Refusal(Exception):
+    """An entry that must not be applied; turned into InvalidArgument naming the entry."""
+
+
+def clean_name(raw: bytes, what: str = "name") -> bytes:
+    """The canonical form of an archive path ("a/b", no "./", "//" or trailing "/"), refusing anything that
+    could leave the target. The archive root is b"".
+    """
+    name = raw
+    while name.startswith(b"./"):
+        name = name[2:]
+    if name.endswith(b"/"):
+        name = name.rstrip(b"/")
+    if name.startswith(b"/"):
+        raise Refusal(f"absolute {what}s are not allowed")
+    if b"\0" in name:
+        raise Refusal(f"{what} contains a NUL byte")
+    padded = b"/" + name + b"/"
+    if b"/./" in padded or b"/../" in padded or b"//" in padded:  # rare: look at every component
+        parts = [p for p in name.split(b"/") if p and p != b"."]
+        if b".." in parts:
+            raise Refusal(f"'..' in a {what} could write outside the target")
+        name = b"/".join(parts)
+    return name
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _lexical_join(base: list[bytes], target: bytes) -> bytes:
+    """Where a symlink in directory ``base`` points, clamped at the root like RESOLVE_IN_ROOT."""
+    out = [] if target.startswith(b"/") else list(base)
+    for comp in target.split(b"/"):
+        if comp in (b"", b"."):
+            continue
+        if comp == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(comp)
+    return b"/".join(out)
+
+
+def set_xattrs(target: int | bytes, xattrs: list[tuple[bytes, bytes]]) -> None:
+    for name, value in xattrs:
+        if name.startswith(OVERLAY_XATTR_PREFIX):
+            continue  # overlay metadata from an archive could redirect lookups: only whiteouts make it
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, name, value)
+            else:
+                os.setxattr(target, name, value, follow_symlinks=False)
+        except OSError as err:
+            # a filesystem without user xattrs, or user.* on a symlink: skipped, as GNU tar warns and goes on
+            if err.errno not in (errno.ENOTSUP, errno.EPERM):
+                raise
+
+
+def entry_error(e: Entry, err: OSError) -> Exception:
+    if err.errno == errno.ENOSPC:
+        return SystemError_(f"no space left on device while writing tar entry {e.describe()!r}")
+    return SystemError_(f"cannot apply tar entry {e.describe()!r}: {err.strerror or err}")
+
+
+class _Finisher:
+    """A second thread that finishes small files the main thread created: write, owner, mode, xattrs, times, close.
+
+    The kernel work of a small file is most of its cost; splitting it between two threads lets namespace
+    operations (which must stay in archive order) run on the main thread while data and metadata go in parallel.
+    Only per-inode work happens here, through the fd, so ordering against later entries does not matter.
+    """
+
+    BATCH = 32
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[list[tuple[int, bytes | memoryview, bool, bool, Entry]] | None] = queue.Queue(8)
+        self._batch: list[tuple[int, bytes | memoryview, bool, bool, Entry]] = []
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="matou-layer-files", daemon=True)
+        self._thread.start()
+
+    def add(self, fd: int, data: bytes | memoryview, chown: bool, chmod: bool, e: Entry) -> None:
+        self._batch.append((fd, data, chown, chmod, e))
+        if len(self._batch) >= self.BATCH:
+            self._q.put(self._batch)
+            self._batch = []
+            if self.error is not None:
+                raise self.error
+
+    def _run(self) -> None:
+        write, close, utime = os.write, os.close, os.utime
+        while True:
+            batch = self._q.get()
+            if batch is None:
+                return
+            for fd, data, chown, chmod, e in batch:
+                try:
+                    if self.error is None:
+                        if data:
+                            n = write(fd, data)
+                            if n < len(data):
+                                view = memoryview(data)[n:]
+                                while view:
+                                    view = view[write(fd, view):]
+                        if chown:
+                            os.fchown(fd, e.uid, e.gid)
+                        if chmod:
+                            os.fchmod(fd, e.mode & 0o7777)
+                        if e.xattrs:
+                            set_xattrs(fd, e.xattrs)
+                        utime(fd, ns=(e.atime_ns, e.mtime_ns))
+                except OSError as err:
+                    self.error = entry_error(e, err)
+                except BaseException as err:  # keep the thread alive to close every fd
+                    self.error = SystemError_(f"cannot apply tar entry {e.describe()!r}: {err}")
+                finally:
+                    close(fd)
+
+    def close(self) -> None:
+        """Finish everything queued; raises the first error a file hit."""
+        if self._thread.is_alive():
+            if self._batch:
+                self._q.put(self._batch)
+                self._batch = []
+            self._q.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+class Applier:
+    """Applies the entries of one tar stream to ``root``."""
+
+    def __init__(self, root: str, *, follow_links: bool, whiteouts: str, track_created: bool) -> None:
+        if whiteouts not in ("overlay", "delete", "none"):
+            raise InvalidArgument(f"unknown whiteout mode {whiteouts!r}: expected overlay, delete or none")
+        self.root = root
+        self.follow = follow_links
+        self.whiteouts = whiteouts
+        self.root_fd = os.open(root, O_DIR)
+        st = os.fstat(self.root_fd)
+        self._dirs: dict[bytes, tuple[int, int]] = {b"": (self.root_fd, self._child_gid(st))}
+        self._deferred: dict[bytes, tuple[int, int, int]] = {}  # dir key -> (mode, atime_ns, mtime_ns)
+        self.created: list[bytes] | None = [] if track_created else None
+        self._unpacked: set[bytes] | None = set() if whiteouts == "delete" else None
+        self._finisher: _Finisher | None = _Finisher() if SMALL_FILE > 0 else None
+        self.umask = _read_umask()
+        self.euid = os.geteuid()
+        self.egid = os.getegid()
+        try:
+            vfs = os.statvfs(root)
+            self.budget: int | None = vfs.f_bavail * vfs.f_frsize
+            self._bsize = max(vfs.f_frsize, 512)
+        except OSError:
+            self.budget = None
+            self._bsize = 4096
+
+    def _child_gid(self, st: os.stat_result) -> int:
+        """The gid a file created in this directory gets (setgid directories pass theirs on)."""
+        return st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+
+    # -- directory fds --------------------------------------------------------------------------------------
+    def _stop_finisher(self) -> None:
+        if self._finisher is not None:
+            with contextlib.suppress(Exception):
+                self._finisher.close()
+            self._finisher = None
+
+    def close(self) -> None:
+        self._stop_finisher()
+        for fd, _gid in self._dirs.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._dirs.clear()
+
+    def _forget_dirs(self, key: bytes) -> None:
+        """The directory at ``key`` went away: close cached fds at or below it and drop its pending metadata.
+
+        When links are followed any cached key may alias it, so everything but the textual ancestors of ``key``
+        (which cannot lie inside it) is dropped; the callers' parent fds stay valid either way.
+        """
+        pre = key + b"/"
+        keep: set[bytes] = set()
+        if self.follow:
+            comps = key.split(b"/")
+            keep = {b"/".join(comps[:i]) for i in range(len(comps))}
+        for k in list(self._dirs):
+            if not k:
+                continue
+            if (k == key or k.startswith(pre)) or (self.follow and k not in keep):
+                os.close(self._dirs.pop(k)[0])
+        for k in [k for k in self._deferred if k == key or k.startswith(pre)]:
+            del self._deferred[k]
+
+    def _dir(self, key: bytes, create: bool = True) -> tuple[int, int]:
+        hit = self._dirs.get(key)
+        if hit is not None:
+            return hit
+        return self._open_dir(key, create, 0)
+
+    def _open_dir(self, key: bytes, create: bool, hops: int) -> tuple[int, int]:
+        hit = self._dirs.get(key)
+        if hit is not None:
+            return hit
+        parent, _, base = key.rpartition(b"/")
+        pfd, _pgid = self._open_dir(parent, create, hops)
+        try:
+            fd = os.open(base, O_DIR, dir_fd=pfd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(base, 0o755, dir_fd=pfd)
+            self._note_created(key)
+            fd = os.open(base, O_DIR, dir_fd=pfd)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            shown = key.decode("utf-8", "backslashreplace")
+            if not stat.S_ISLNK(st.st_mode):
+                raise Refusal(f"{shown!r} is not a directory")
+            if not self.follow:
+                raise Refusal(f"{shown!r} is a symbolic link; writing through links is not allowed in a layer")
+            if hops >= MAX_LINK_HOPS:
+                raise Refusal(f"too many levels of symbolic links at {shown!r}")
+            target = os.readlink(base, dir_fd=pfd)
+            real = _lexical_join(parent.split(b"/") if parent else [], target)
+            rfd, _ = self._open_dir(real, create, hops + 1)
+            fd = os.dup(rfd)
+        entry = (fd, self._child_gid(os.fstat(fd)))
+        if len(self._dirs) >= FD_CACHE:
+            for k in self._dirs:
+                if k:
+                    os.close(self._dirs.pop(k)[0])
+                    break
+        self._dirs[key] = entry
+        return entry
+
+    def _note_created(self, key: bytes) -> None:
+        if self.created is not None:
+            self.created.append(key)
+        if self._unpacked is not None:
+            self._unpacked.add(key)
+
+    def _clear(self, pfd: int, base: bytes, key: bytes) -> None:
+        """Remove whatever is at base (never following it), so a fresh entry can take its place."""
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(base, dir_fd=pfd)  # type: ignore[arg-type]
+            self._forget_dirs(key)
+        else:
+            os.unlink(base, dir_fd=pfd)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, stream: TarStream) -> None:
+        for e in entries(stream):
+            try:
+                self._apply(e, stream)
+            except Refusal as r:
+                raise InvalidArgument(f"refusing tar entry {e.describe()!r}: {r}")
+            except EOFError:
+                raise InvalidArgument(
+                    f"the tar archive is truncated: it ends inside the data of entry {e.describe()!r} "
+                    f"(its header says {e.size} bytes)")
+            except OSError as err:
+                raise entry_error(e, err)
+            except ValueError as err:  # e.g. an embedded NUL the OS rejects
+                raise InvalidArgument(f"refusing tar entry {e.describe()!r}: {err}")
+        if self._finisher is not None:
+            self._finisher.close()
+            self._finisher = None
+        self.finish()
+
+    def _apply(self, e: Entry, stream: TarStream) -> None:
+        key = clean_name(e.name)
+        tf = e.typeflag
+        if not key:  # "./": the target itself
+            if tf != T.DIRTYPE:
+                raise Refusal("only a directory entry may name the archive root")
+            self._skip_data(e, stream)
+            self._deferred[b""] = (e.mode, e.atime_ns, e.mtime_ns)
+            self._set_owner_xattrs(self.root_fd, None, e, -1)
+            return
+        pkey, _, base = key.rpartition(b"/")
+        if self.whiteouts != "none" and base.startswith(WH_PREFIX):
+            self._skip_data(e, stream)
+            self._whiteout(e, pkey, base)
+            return
+        pfd, pgid = self._dir(pkey)
+        if self._unpacked is not None:
+            self._unpacked.add(key)
+        if tf == T.REGTYPE:
+            self._regular(e, stream, pfd, pgid, base, key)
+            return
+        self._skip_data(e, stream)
+        if tf == T.DIRTYPE:
+            self._directory(e, pfd, pgid, base, key)
+        elif tf == T.SYMTYPE:
+            self._symlink(e, pfd, pgid, base, key)
+        elif tf == T.LNKTYPE:
+            self._hardlink(e, pfd, base, key)
+        else:
+            self._node(e, pfd, pgid, base, key)
+
+    def _skip_data(self, e: Entry, stream: TarStream) -> None:
+        if e.size:
+            stream.skip(e.size)
+
+    # -- entry kinds ----------------------------------------------------------------------------------------
+    def _regular(self, e: Entry, stream: TarStream, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+        size = e.size
+        if self.budget is not None:
+            self.budget -= size + (-size % self._bsize)
+            if self.budget < 0:
+                raise Refusal(
+                    f"the archive needs more space than is free on the target's filesystem ({size} bytes "
+                    "declared for this file); refusing it as a possible decompression bomb")
+        perm = e.mode & 0o777
+        try:
+            fd = os.open(base, O_NEW, perm, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, base, key)
+            fd = os.open(base, O_NEW, perm, dir_fd=pfd)
+        else:
+            if self.created is not None:
+                self.created.append(key)
+        if size <= SMALL_FILE and self._finisher is not None:
+            try:
+                data = stream.take(size) if size else b""
+            except BaseException:
+                os.close(fd)
+                raise
+            self._finisher.add(fd, data, e.uid != self.euid or e.gid != pgid,
+                               bool(e.mode & 0o7000 or perm & self.umask), e)
+            return
+        try:
+            if size:
+                if size >= BIG_FILE:
+                    try:
+                        os.posix_fallocate(fd, 0, size)
+                    except OSError as err:
+                        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                stream.copy_to(fd, size)
+            if e.uid != self.euid or e.gid != pgid:
+                os.fchown(fd, e.uid, e.gid)
+            if e.mode & 0o7000 or perm & self.umask:
+                os.fchmod(fd, e.mode & 0o7777)
+            if e.xattrs:
+                set_xattrs(fd, e.xattrs)
+            os.utime(fd, ns=(e.atime_ns, e.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _directory(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+        if self.follow:  # keep an existing directory, or a link to one, as GNU tar's --keep-directory-symlink
+            try:
+                fd, _ = self._open_dir(key, False, 0)
+            except FileNotFoundError:
+                pass
+            except Refusal:
+                self._clear(pfd, base, key)
+            else:
+                self._set_owner_xattrs(fd, None, e, pgid)
+                self._deferred[key] = (e.mode, e.atime_ns, e.mtime_ns)
+                return
+        try:
+            os.mkdir(base, 0o700, dir_fd=pfd)
+        except FileExistsError:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                self._clear(pfd, base, key)
+                os.mkdir(base, 0o700, dir_fd=pfd)
+                self._note_created(key)
+        else:
+            self._note_created(key)
+        self._set_owner_xattrs(None, (pfd, base), e, pgid)
+        self._deferred[key] = (e.mode, e.atime_ns, e.mtime_ns)
+
+    def _symlink(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+        if not e.linkname:
+            raise Refusal("symbolic link with an empty target")
+        try:
+            os.symlink(e.linkname, base, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, base, key)
+            os.symlink(e.linkname, base, dir_fd=pfd)
+        else:
+            if self.created is not None:
+                self.created.append(key)
+        self._set_owner_xattrs(None, (pfd, base), e, pgid)
+        os.utime(base, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, e: Entry, pfd: int, base: bytes, key: bytes) -> None:
+        tkey = clean_name(e.linkname, "hardlink target")
+        if not tkey:
+            raise Refusal("hardlink to the archive root")
+        if tkey == key:
+            return  # a link to itself: nothing to do
+        tparent, _, tbase = tkey.rpartition(b"/")
+        shown = e.linkname.decode("utf-8", "backslashreplace")
+        try:
+            tfd = os.dup(self._dir(tparent, create=False)[0])
+        except FileNotFoundError:
+            raise Refusal(f"hardlink target {shown!r} is not in the target directory")
+        except Refusal as r:
+            raise Refusal(f"hardlink target: {r}")
+        try:
+            pfd = self._dir(key.rpartition(b"/")[0])[0]  # again: opening the target's directory may evict it
+            try:
+                os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise Refusal(f"hardlink target {shown!r} is not in the target directory")
+            try:
+                os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except FileExistsError:
+                if os.path.samestat(os.stat(tbase, dir_fd=tfd, follow_symlinks=False),
+                                    os.stat(base, dir_fd=pfd, follow_symlinks=False)):
+                    return  # already that file (a link to itself through another spelling)
+                self._clear(pfd, base, key)
+                os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except PermissionError:
+                raise Refusal(f"hardlink target {shown!r} cannot be linked (is it a directory?)")
+            else:
+                if self.created is not None:
+                    self.created.append(key)
+        finally:
+            os.close(tfd)
+
+    def _node(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+        tf = e.typeflag
+        if tf == T.CHRTYPE:
+            kind, dev = stat.S_IFCHR, os.makedev(e.devmajor, e.devminor)
+        elif tf == T.BLKTYPE:
+            kind, dev = stat.S_IFBLK, os.makedev(e.devmajor, e.devminor)
+        else:
+            kind, dev = stat.S_IFIFO, 0
+        perm = e.mode & 0o777
+        try:
+            os.mknod(base, kind | perm, dev, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, base, key)
+            os.mknod(base, kind | perm, dev, dir_fd=pfd)
+        else:
+            if self.created is not None:
+                self.created.append(key)
+        self._set_owner_xattrs(None, (pfd, base), e, pgid)
+        if e.mode & 0o7000 or perm & self.umask:
+            os.chmod(base, e.mode & 0o7777, dir_fd=pfd)
+        os.utime(base, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _whiteout(self, e: Entry, pkey: bytes, base: bytes) -> None:
+        if base == WH_OPAQUE:
+            if self.whiteouts == "overlay":
+                pfd, _ = self._dir(pkey)
+                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+            else:
+                self._delete_unpacked(pkey)
+            return
+        if base.startswith(WH_META_PREFIX):
+            return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): meaningless here, as in Docker
+        name = base[len(WH_PREFIX):]
+        if name in (b"", b".", b".."):
+            raise Refusal(f"whiteout of {name.decode('utf-8', 'backslashreplace')!r} is not a valid name")
+        key = pkey + b"/" + name if pkey else name
+        if self.whiteouts == "delete":
+            try:
+                pfd, _ = self._dir(pkey, create=False)
+            except FileNotFoundError:
+                return
+            self._clear(pfd, name, key)
+            return
+        pfd, pgid = self._dir(pkey)
+        try:
+            os.mknod(name, stat.S_IFCHR, 0, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, name, key)
+            os.mknod(name, stat.S_IFCHR, 0, dir_fd=pfd)
+        else:
+            if self.created is not None:
+                self.created.append(key)
+        if e.uid != self.euid or e.gid != pgid:
+            os.chown(name, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        os.utime(name, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _delete_unpacked(self, pkey: bytes) -> None:
+        """An opaque marker in "delete" mode: remove what this archive did not write below the directory."""
+        assert self._unpacked is not None
+        try:
+            top, _ = self._dir(pkey, create=False)
+        except FileNotFoundError:
+            return
+        stack = [(os.dup(top), pkey)]
+        while stack:
+            dfd, dkey = stack.pop()
+            try:
+                for name in sorted(os.listdir(dfd)):
+                    bname = os.fsencode(name)
+                    ckey = dkey + b"/" + bname if dkey else bname
+                    if ckey not in self._unpacked:
+                        self._clear(dfd, bname, ckey)
+                        continue
+                    st = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append((os.open(bname, O_DIR, dir_fd=dfd), ckey))
+            finally:
+                os.close(dfd)
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    def _set_owner_xattrs(self, fd: int | None, at: tuple[int, bytes] | None, e: Entry, pgid: int) -> None:
+        """Owner (when it differs from what creation gave; pgid -1: always) and xattrs, never following links."""
+        if e.uid != self.euid or e.gid != pgid:
+            if fd is not None:
+                os.fchown(fd, e.uid, e.gid)
+            else:
+                assert at is not None
+                os.chown(at[1], e.uid, e.gid, dir_fd=at[0], follow_symlinks=False)
+        if e.xattrs:
+            if fd is not None:
+                set_xattrs(fd, e.xattrs)
+            else:
+                assert at is not None
+                set_xattrs(b"/proc/self/fd/%d/%s" % at, e.xattrs)
+
+    def finish(self) -> None:
+        """Directory modes and times last: creating their contents changed the times."""
+        for key, (mode, atime, mtime) in self._deferred.items():
+            try:
+                fd, _ = self._dir(key, create=False)
+            except (FileNotFoundError, Refusal):
+                continue
+            os.fchmod(fd, mode & 0o7777)
+            os.utime(fd, ns=(atime, mtime))
+        self._deferred.clear()
+
+    def undo_created(self) -> None:
+        """Best effort after a failure in tree mode: remove what this call created (replaced files stay lost)."""
+        self._stop_finisher()
+        if not self.created:
+            return
+        for key in reversed(self.created):
+            parent, _, base = key.rpartition(b"/")
+            try:
+                pfd, _ = self._dir(parent, create=False)
+                self._clear(pfd, base, key)
+            except (OSError, Refusal):
+                continue
