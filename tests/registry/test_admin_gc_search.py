@@ -68,7 +68,7 @@ def test_gc_with_grace_and_dry_run(tmp_path) -> None:  # noqa: ANN001
     try:
         url = reg.url
         img = busybox_image("kept")
-        for d, data in img.blobs().items():
+        for data in img.blobs().values():
             _upload(url, "gc/app", data)
         assert requests.put(f"{url}/v2/gc/app/manifests/v1", data=img.manifest,
                             headers={"Content-Type": OCI_MANIFEST}).status_code == 201

@@ -26,6 +26,24 @@ from matou.util.fs import fsync_dir
 
 _CHUNK = 1 << 20
 _MAX_CACHED_HASHERS = 4096
+_WRITEBACK_EVERY = 8 << 20  # start writing back this much at a time, so the fsync at commit has little left
+
+
+def _writeback_starter() -> Callable[[int, int, int], None]:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): asks the kernel to start writing a range out, without waiting."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+        fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    except (OSError, AttributeError):
+        return lambda fd, off, n: None
+
+    def start(fd: int, off: int, n: int) -> None:
+        fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE; a failure here is caught by the fsync at commit
+
+    return start
 
 
 def _check_upload_id(upload_id: str) -> str:
@@ -45,6 +63,7 @@ class _Writer:
         self._size = size
         self._hasher = hasher
         self._closed = False
+        self._flushed = size
 
     @property
     def size(self) -> int:
@@ -63,6 +82,9 @@ class _Writer:
             raise
         self._hasher.update(data)
         self._size += len(data)
+        if self._size - self._flushed >= _WRITEBACK_EVERY:
+            self._driver._writeback(self._fd, self._flushed, self._size - self._flushed)
+            self._flushed = self._size
 
     def close(self) -> int:
         if not self._closed:
@@ -81,6 +103,7 @@ class FilesystemDriver:
         self._uploads = os.path.join(self.root, "uploads")
         self._trash = os.path.join(self.root, "trash")
         self._hashers: dict[str, tuple[int, hashlib._Hash]] = {}
+        self._writeback = _writeback_starter()
         for d in (self._blobs, self._uploads, self._trash):
             os.makedirs(d, mode=0o755, exist_ok=True)
         # pre-create the sha256 fan-out once, so publishing never creates a directory entry that needs its own fsync
