@@ -154,8 +154,8 @@ def main() -> None:
         for h in cgroups.detect():
             base_dir = h.mountpoint + cg_parent
             for dirpath, _d, _f in sorted(os.walk(base_dir, topdown=False), key=lambda t: -len(t[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)
+                with contextlib.suppress(Exception):
+                    cgroups.rmdir_wait(dirpath, timeout=2.0)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -95,8 +95,9 @@ def cgroup_parent() -> Iterator[str]:
         if not os.path.isdir(base):
             continue
         for dirpath, _dirs, _files in sorted(os.walk(base, topdown=False), key=lambda t: -len(t[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
+            # EBUSY for a moment while a just-removed child cgroup is still being torn down
+            with contextlib.suppress(Exception):
+                cgroups.rmdir_wait(dirpath, timeout=2.0)
 
 
 @dataclass
@@ -217,7 +218,8 @@ class Tracked:
 
 
 @pytest.fixture
-def builtin(tmp_path: Any) -> Iterator[Tracked]:
+def builtin(tmp_path: Any, cgroup_parent: str) -> Iterator[Tracked]:
+    """Depends on cgroup_parent so that its containers are deleted before the parent cgroup is removed."""
     t = Tracked(BuiltinRuntime(str(tmp_path / "state")), "builtin")
     try:
         yield t

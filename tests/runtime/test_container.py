@@ -207,9 +207,10 @@ def test_terminal_via_create_tty_and_console_fd(builtin, bundles):
     try:
         builtin.rt.start("tty")
         out = _read_until(master, b"done")
+        code = builtin.wait(pid)  # before closing the master, which would hang up the terminal
     finally:
         os.close(master)
-    assert builtin.wait(pid) == 0
+    assert code == 0
     assert b"/dev/pts/0" in out, out
     builtin.rt.delete("tty")
 
@@ -222,9 +223,10 @@ def test_terminal_via_create_tty_and_console_fd(builtin, bundles):
         builtin.rt.start("tty2")
         out = _read_until(master, b"\n", 10)
         out += _read_until(master, b"\n", 2)
+        code = builtin.wait(pid)
     finally:
         os.close(master)
-    assert builtin.wait(pid) == 0
+    assert code == 0
     assert b"isatty" in out
 
 
@@ -237,9 +239,10 @@ def test_exec_with_tty(builtin, bundles):
     builtin.pids.append(xpid)
     try:
         out = _read_until(master, b"fin")
+        code = builtin.wait(xpid)
     finally:
         os.close(master)
-    assert builtin.wait(xpid) == 0
+    assert code == 0
     assert b"/dev/pts/" in out
     builtin.rt.kill("xtty", 9)
     builtin.wait(pid)

@@ -94,7 +94,7 @@ def _kv(path: str) -> dict[str, int]:
     return out
 
 
-def _rmdir_wait(path: str, timeout: float = 5.0) -> None:
+def rmdir_wait(path: str, timeout: float = 5.0) -> None:
     """rmdir, retrying while the kernel still counts exiting tasks (EBUSY lasts a few ms after a kill)."""
     deadline = time.monotonic() + timeout
     delay = 0.0005
@@ -199,11 +199,18 @@ class Cgroup:
             avail = set(_read(os.path.join(root, "cgroup.controllers")).split())
         except OSError:
             avail = set()
-        want = avail & {"cpu", "cpuset", "io", "memory", "pids", "hugetlb"}
+        # only what the limits need; never hugetlb, which a hybrid host's cgroup2 mount holds for others
+        want = avail & {"cpu", "io", "memory", "pids"}
         for p in parts:
             if want:
-                with contextlib.suppress(OSError):
-                    write(os.path.join(cur, "cgroup.subtree_control"), " ".join("+" + c for c in sorted(want)))
+                try:
+                    enabled = set(_read(os.path.join(cur, "cgroup.subtree_control")).split())
+                except OSError:
+                    enabled = set()
+                if want - enabled:
+                    with contextlib.suppress(OSError):
+                        write(os.path.join(cur, "cgroup.subtree_control"),
+                              " ".join("+" + c for c in sorted(want - enabled)))
             cur = cur + "/" + p
             with contextlib.suppress(FileExistsError):
                 os.mkdir(cur, 0o755)
@@ -216,7 +223,7 @@ class Cgroup:
         for d in self.dirs.values():
             if os.path.isdir(d):
                 for sub, _dirs, _files in sorted(os.walk(d, topdown=False), key=lambda t: -len(t[0])):
-                    _rmdir_wait(sub)
+                    rmdir_wait(sub)
 
     # --- limits -----------------------------------------------------------------------------------------------
     def _ctl(self, controller: str) -> str | None:
