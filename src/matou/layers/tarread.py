@@ -87,7 +87,7 @@ def entries(stream: TarStream, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
         if not block or block == zero:
             if pax is not None or longname is not None or longlink is not None:
                 raise InvalidArgument(
-                    f"the tar archive ends after an extended header with no entry ({_after(last)})")
+                    f"the tar archive ends with an extended header that no entry follows (after {_after(last)})")
             if block:
                 try:
                     read(512)  # the second zero block; a lone one is tolerated, as GNU tar does
@@ -111,7 +111,10 @@ def entries(stream: TarStream, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
         try:  # the common case: zero-padded octal with a NUL or space terminator
             size = int(size_f[:11], 8)
         except ValueError:
-            size = T.parse_number(size_f, "size")
+            try:
+                size = T.parse_number(size_f, "size")
+            except InvalidArgument as err:
+                raise InvalidArgument(f"{err} at offset {stream.offset - 512} after {_after(last)}")
             if size < 0:
                 raise InvalidArgument(f"invalid tar header at offset {stream.offset - 512}: negative size")
 
