@@ -110,8 +110,11 @@ class ImageService:
     # ------------------------------------------------------------------ creation
     def create_image(self, config_raw: bytes, layers: list[LayerSource], *, refs: Iterable[str] = (),
                      parent: str | None = None, manifest_raw: bytes | None = None,
-                     manifest_media_type: str | None = None, progress: ProgressFn | None = None) -> Image:
-        """Register an image whose config and layer blobs are in the content store; unpacks missing layers."""
+                     manifest_media_type: str | None = None, progress: ProgressFn | None = None,
+                     opener: Callable[[LayerSource], Any] | None = None) -> Image:
+        """Register an image whose config and layer blobs are in the content store; unpacks missing layers.
+
+        ``opener`` (see ``unpack``) lets a pull hand over each layer as soon as its download completes."""
         config = json.loads(config_raw)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(layers):
@@ -120,7 +123,7 @@ class ImageService:
             if layer.diff_id and layer.diff_id != d:
                 raise InvalidArgument(f"layer {layer.digest} unpacks to {layer.diff_id}, config says {d}")
         layers = [LayerSource(lyr.digest, lyr.media_type, lyr.size, d) for lyr, d in zip(layers, diff_ids, strict=True)]
-        self.unpack(layers, progress=progress)
+        self.unpack(layers, progress=progress, opener=opener)
         image_id = self.content.put(config_raw)
         if manifest_raw is None:
             manifest_media_type = oci.OCI_MANIFEST

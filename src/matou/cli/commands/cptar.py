@@ -63,7 +63,7 @@ def copy_from(api: Any, ctr: str, src: str, dst: str) -> int:
                     first, _, rest = name.partition("/")
                     name = rename + ("/" + rest if rest else "")
                 ti.name = name
-                tar.extract(ti, target_dir, filter="fully_trusted" if os.geteuid() == 0 else "data")
+                _extract(tar, ti, target_dir)
     finally:
         r.close()
     return 0
@@ -137,3 +137,12 @@ def copy_to(api: Any, ctr: str, dst: str, src: str, follow: bool = False) -> int
         target, arc = parent, os.path.basename(dst.rstrip("/"))
     api.container_archive_put(ctr, target, _tar_stream(src, arc, follow))
     return 0
+
+
+def _extract(tar: tarfile.TarFile, ti: tarfile.TarInfo, target_dir: str) -> None:
+    if ".." in ti.name.split("/") or ti.name.startswith("/"):
+        raise ValueError(f"refusing to extract {ti.name!r}: it leaves the destination")
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+        tar.extract(ti, target_dir, filter="fully_trusted" if os.geteuid() == 0 else "data")
+    else:
+        tar.extract(ti, target_dir, numeric_owner=True)

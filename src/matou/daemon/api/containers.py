@@ -64,9 +64,20 @@ async def changes(request: web.Request) -> web.StreamResponse:
     c = s.get(request.match_info["id"])
     from matou.layers.diff import changes as layer_changes
 
-    upper = s.snapshots.dir(f"container-{c.id}")
-    kinds = {"C": 0, "A": 1, "D": 2}
-    out = [{"Path": p, "Kind": kinds[k]} for k, p in await asyncio.to_thread(layer_changes, upper)]
+    chain = s.snapshots.chain(f"container-{c.id}")
+    upper = s.snapshots.dir(chain[0].key)
+    lowers = [s.snapshots.dir(x.key) for x in chain[1:]]
+
+    def compute() -> list[dict[str, Any]]:
+        kinds = {"C": 0, "A": 1, "D": 2}
+        out = []
+        for k, p in layer_changes(upper):
+            if k == "C" and not any(os.path.lexists(os.path.join(lo, p.lstrip("/"))) for lo in lowers):
+                k = "A"  # a directory the image never had is an addition, as docker reports it
+            out.append({"Path": p, "Kind": kinds[k]})
+        return out
+
+    out = await asyncio.to_thread(compute)
     return web.json_response(out or None)
 
 
