@@ -68,7 +68,11 @@ def _optional_services(svcs: Services) -> None:
             if e.name == name:
                 continue
             raise
-        mod.attach(svcs)
+        attach = getattr(mod, "attach", None)
+        if attach is None:
+            log.warning("%s has no attach(svcs); skipped", name)
+            continue
+        attach(svcs)
 
 
 async def start_services(svcs: Services) -> None:

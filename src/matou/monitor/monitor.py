@@ -128,6 +128,8 @@ class Monitor:
     def run(self) -> int:
         import ctypes
 
+        t0 = time.perf_counter()
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
@@ -140,6 +142,7 @@ class Monitor:
             os.unlink(os.path.join(self.cfg.state_dir, "exit.json"))
         if self.cfg.log_path:
             self.log = LogWriter(self.cfg.log_path, self.cfg.log_max_size, self.cfg.log_max_file)
+        t1 = time.perf_counter()
         try:
             self._create()
         except Exception as e:
@@ -155,7 +158,10 @@ class Monitor:
         self.sel.register(self.sig_r, selectors.EVENT_READ, ("signal", None))
         with open(os.path.join(self.cfg.state_dir, "monitor.pid"), "w") as f:
             f.write(str(os.getpid()))
-        self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid()})
+        t2 = time.perf_counter()
+        self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid(),
+                         "trace": {"monitor setup": round((t1 - t0) * 1000, 3),
+                                   "runtime create": round((t2 - t1) * 1000, 3)}})
         ctl = Client(self.ctl, "ctl")
         self.ctl.setblocking(False)
         self.clients[self.ctl.fileno()] = ctl

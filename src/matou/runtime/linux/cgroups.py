@@ -479,3 +479,36 @@ def system_cpu_usage() -> int:
     with open("/proc/stat") as f:
         parts = f.readline().split()[1:8]
     return sum(int(x) for x in parts) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def favor_dynamic_modifications(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Remount cgroup2 hierarchies with ``favordynmods`` (Linux 6.1+); returns the mount points changed.
+
+    Moving a task between cgroups takes the global threadgroup rwsem for writing, and without this option the
+    first write after an idle spell waits for an RCU grace period: 5-17 ms per container start measured here
+    (0.5 ms with it). The kernel documents the trade: dynamic changes get cheap, fork and exit slightly dearer.
+    The option is global to the rwsem, so setting it on any cgroup2 mount (the hybrid layout's
+    /sys/fs/cgroup/unified included) helps the v1 controllers too.
+    """
+    from matou.util.mount import MS_REMOUNT, mount
+
+    changed = []
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return changed
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields = post.split()
+        if not fields or fields[0] != "cgroup2":
+            continue
+        mp = pre.split()[4]
+        if "favordynmods" in fields[2] if len(fields) > 2 else False:
+            continue
+        try:
+            mount(None, mp, None, MS_REMOUNT, "favordynmods")
+            changed.append(mp)
+        except OSError:
+            continue
+    return changed

@@ -125,6 +125,11 @@ class ContainersService:
 
     # ------------------------------------------------------------------ daemon lifecycle
     async def start(self) -> None:
+        if self.cfg.cgroup_favordynmods:
+            from matou.runtime.linux.cgroups import favor_dynamic_modifications
+
+            for mp in await asyncio.to_thread(favor_dynamic_modifications):
+                log.info("remounted %s with favordynmods: cgroup moves no longer wait for RCU grace periods", mp)
         await self.spawner.ensure()
         for c in self._all():
             try:
@@ -409,6 +414,8 @@ class ContainersService:
             tr.step("bundle (config.json, /etc files)")
             msg, reader, writer = await self.spawner.spawn(mcfg)
             tr.step("monitor + runtime create")
+            for k, v in (msg.get("trace") or {}).items():
+                tr.steps["  " + k] = v
         except BaseException as e:
             self._unmount(c)
             if networks is not None and net_mode not in ("host", "none") and not net_mode.startswith("container:"):
