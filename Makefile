@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 # Debian packages: what matou needs at run time, what its tests drive as peers, and the benchmarks' baselines.
 APT_RUNTIME := python3 python3-venv python3-dev gcc make git ca-certificates iproute2 nftables iptables kmod \
-	procps psmisc util-linux busybox-static debootstrap
+	procps psmisc util-linux busybox-static debootstrap tini
 APT_TEST := tmux crun runc podman skopeo buildah docker-registry uidmap conmon containernetworking-plugins \
 	golang-github-containers-common apache2-utils curl
 APT_BENCH := hyperfine docker.io containerd
