@@ -48,7 +48,7 @@ WH_OPAQUE = b".wh..wh..opq"
 OPAQUE_XATTR = b"trusted.overlay.opaque"
 OVERLAY_XATTR_PREFIX = b"trusted.overlay."
 MAX_LINK_HOPS = 40
-FD_CACHE = 128
+FD_CACHE = 64
 BIG_FILE = 1 << 62  # preallocation measured slower here (tmpfs zeroes pages first); kept as a knob
 
 
@@ -63,13 +63,15 @@ def clean_name(raw: bytes, what: str = "name") -> bytes:
     """The canonical form of an archive path ("a/b", no "./", "//" or trailing "/"), refusing anything that
     could leave the target. The archive root is b"".
     """
+    if raw.startswith(b"/"):
+        if not raw.strip(b"/"):
+            return b""  # "/" alone names the archive root (Python's tarfile writes it for arcname "")
+        raise Refusal(f"absolute {what}s are not allowed")
     name = raw
     while name.startswith(b"./"):
-        name = name[2:]
+        name = name[2:].lstrip(b"/")
     if name.endswith(b"/"):
         name = name.rstrip(b"/")
-    if name.startswith(b"/"):
-        raise Refusal(f"absolute {what}s are not allowed")
     if b"\0" in name:
         raise Refusal(f"{what} contains a NUL byte")
     padded = b"/" + name + b"/"
@@ -123,6 +125,8 @@ def set_xattrs(target: int | bytes, xattrs: list[tuple[bytes, bytes]]) -> None:
 
 
 def entry_error(e: Entry, err: OSError) -> Exception:
+    if err.errno == errno.ENAMETOOLONG:
+        return InvalidArgument(f"refusing tar entry {e.describe()!r}: a name in it is too long for the filesystem")
     if err.errno == errno.ENOSPC:
         return SystemError_(f"no space left on device while writing tar entry {e.describe()!r}")
     return SystemError_(f"cannot apply tar entry {e.describe()!r}: {err.strerror or err}")
@@ -195,7 +199,12 @@ class _Finisher:
 
 
 class Applier:
-    """Applies the entries of one tar stream to ``root``."""
+    """Applies the entries of one tar stream to ``root``.
+
+    Directory fds are cached by archive path; each entry also knows its *real* path (its location with the
+    symlinks it went through resolved, which differs from the archive path only when links are followed).
+    Deferred metadata, created paths and the whiteout bookkeeping use real paths, so aliases agree.
+    """
 
     def __init__(self, root: str, *, follow_links: bool, whiteouts: str, track_created: bool) -> None:
         if whiteouts not in ("overlay", "delete", "none"):
@@ -205,8 +214,10 @@ class Applier:
         self.whiteouts = whiteouts
         self.root_fd = os.open(root, O_DIR)
         st = os.fstat(self.root_fd)
-        self._dirs: dict[bytes, tuple[int, int]] = {b"": (self.root_fd, self._child_gid(st))}
-        self._deferred: dict[bytes, tuple[int, int, int]] = {}  # dir key -> (mode, atime_ns, mtime_ns)
+        # archive dir path -> (fd, gid its new files get, real path)
+        self._dirs: dict[bytes, tuple[int, int, bytes]] = {b"": (self.root_fd, self._child_gid(st), b"")}
+        self._retired: list[int] = []  # evicted fds, closed between entries (a caller may still hold one)
+        self._deferred: dict[bytes, tuple[int, int, int]] = {}  # real dir path -> (mode, atime_ns, mtime_ns)
         self.created: list[bytes] | None = [] if track_created else None
         self._unpacked: set[bytes] | None = set() if whiteouts == "delete" else None
         self._finisher: _Finisher | None = _Finisher() if SMALL_FILE > 0 else None
@@ -232,83 +243,90 @@ class Applier:
                 self._finisher.close()
             self._finisher = None
 
+    def _close_retired(self) -> None:
+        while self._retired:
+            os.close(self._retired.pop())
+
     def close(self) -> None:
         self._stop_finisher()
-        for fd, _gid in self._dirs.values():
+        self._close_retired()
+        for fd, _gid, _real in self._dirs.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._dirs.clear()
 
-    def _forget_dirs(self, key: bytes) -> None:
-        """The directory at ``key`` went away: close cached fds at or below it and drop its pending metadata.
-
-        When links are followed any cached key may alias it, so everything but the textual ancestors of ``key``
-        (which cannot lie inside it) is dropped; the callers' parent fds stay valid either way.
-        """
-        pre = key + b"/"
-        keep: set[bytes] = set()
-        if self.follow:
-            comps = key.split(b"/")
-            keep = {b"/".join(comps[:i]) for i in range(len(comps))}
-        for k in list(self._dirs):
-            if not k:
-                continue
-            if (k == key or k.startswith(pre)) or (self.follow and k not in keep):
-                os.close(self._dirs.pop(k)[0])
-        for k in [k for k in self._deferred if k == key or k.startswith(pre)]:
+    def _forget_dirs(self, real: bytes) -> None:
+        """The directory at real path ``real`` went away: drop cached fds that point into it, and its metadata."""
+        pre = real + b"/"
+        for k, (fd, _gid, r) in list(self._dirs.items()):
+            if k and (r == real or r.startswith(pre)):
+                del self._dirs[k]
+                self._retired.append(fd)
+        for k in [k for k in self._deferred if k == real or k.startswith(pre)]:
             del self._deferred[k]
 
-    def _dir(self, key: bytes, create: bool = True) -> tuple[int, int]:
+    def _dir(self, key: bytes, create: bool = True) -> tuple[int, int, bytes]:
         hit = self._dirs.get(key)
         if hit is not None:
             return hit
         return self._open_dir(key, create, 0)
 
-    def _open_dir(self, key: bytes, create: bool, hops: int) -> tuple[int, int]:
-        hit = self._dirs.get(key)
-        if hit is not None:
-            return hit
-        parent, _, base = key.rpartition(b"/")
-        pfd, _pgid = self._open_dir(parent, create, hops)
-        try:
-            fd = os.open(base, O_DIR, dir_fd=pfd)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(base, 0o755, dir_fd=pfd)
-            self._note_created(key)
-            fd = os.open(base, O_DIR, dir_fd=pfd)
-        except OSError as e:
-            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
-            shown = key.decode("utf-8", "backslashreplace")
-            if not stat.S_ISLNK(st.st_mode):
-                raise Refusal(f"{shown!r} is not a directory")
-            if not self.follow:
-                raise Refusal(f"{shown!r} is a symbolic link; writing through links is not allowed in a layer")
-            if hops >= MAX_LINK_HOPS:
-                raise Refusal(f"too many levels of symbolic links at {shown!r}")
-            target = os.readlink(base, dir_fd=pfd)
-            real = _lexical_join(parent.split(b"/") if parent else [], target)
-            rfd, _ = self._open_dir(real, create, hops + 1)
-            fd = os.dup(rfd)
-        entry = (fd, self._child_gid(os.fstat(fd)))
-        if len(self._dirs) >= FD_CACHE:
-            for k in self._dirs:
-                if k:
-                    os.close(self._dirs.pop(k)[0])
-                    break
-        self._dirs[key] = entry
-        return entry
+    def _open_dir(self, key: bytes, create: bool, hops: int) -> tuple[int, int, bytes]:
+        """Open (and cache) the directory at archive path ``key``, one component at a time, never following a
+        symlink unless links are followed, and then only inside the target."""
+        comps = key.split(b"/") if key else []
+        i = len(comps)
+        hit = self._dirs[b""]
+        while i:
+            cached = self._dirs.get(b"/".join(comps[:i]))
+            if cached is not None:
+                hit = cached
+                break
+            i -= 1
+        fd, _gid, real = hit
+        for j in range(i, len(comps)):
+            base = comps[j]
+            child_real = real + b"/" + base if real else base
+            try:
+                cfd = os.open(base, O_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(base, 0o755, dir_fd=fd)
+                self._note_created(child_real)
+                cfd = os.open(base, O_DIR, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(base, dir_fd=fd, follow_symlinks=False)
+                shown = b"/".join(comps[:j + 1]).decode("utf-8", "backslashreplace")
+                if not stat.S_ISLNK(st.st_mode):
+                    raise Refusal(f"{shown!r} is not a directory")
+                if not self.follow:
+                    raise Refusal(f"{shown!r} is a symbolic link; writing through links is not allowed in a layer")
+                if hops >= MAX_LINK_HOPS:
+                    raise Refusal(f"too many levels of symbolic links at {shown!r}")
+                target = os.readlink(base, dir_fd=fd)
+                rfd, _, child_real = self._open_dir(
+                    _lexical_join(real.split(b"/") if real else [], target), create, hops + 1)
+                cfd = os.dup(rfd)
+            hit = (cfd, self._child_gid(os.fstat(cfd)), child_real)
+            if len(self._dirs) >= FD_CACHE:
+                for k in self._dirs:
+                    if k:
+                        self._retired.append(self._dirs.pop(k)[0])
+                        break
+            self._dirs[b"/".join(comps[:j + 1])] = hit
+            fd, real = cfd, child_real
+        return hit
 
-    def _note_created(self, key: bytes) -> None:
+    def _note_created(self, real: bytes) -> None:
         if self.created is not None:
-            self.created.append(key)
+            self.created.append(real)
         if self._unpacked is not None:
-            self._unpacked.add(key)
+            self._unpacked.add(real)
 
-    def _clear(self, pfd: int, base: bytes, key: bytes) -> None:
+    def _clear(self, pfd: int, base: bytes, real: bytes) -> None:
         """Remove whatever is at base (never following it), so a fresh entry can take its place."""
         try:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
@@ -316,7 +334,7 @@ class Applier:
             return
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(base, dir_fd=pfd)  # type: ignore[arg-type]
-            self._forget_dirs(key)
+            self._forget_dirs(real)
         else:
             os.unlink(base, dir_fd=pfd)
 
@@ -324,6 +342,8 @@ class Applier:
     def run(self, stream: TarStream) -> None:
         for e in entries(stream):
             try:
+                if self._retired:
+                    self._close_retired()
                 self._apply(e, stream)
             except Refusal as r:
                 raise InvalidArgument(f"refusing tar entry {e.describe()!r}: {r}")
@@ -355,28 +375,29 @@ class Applier:
             self._skip_data(e, stream)
             self._whiteout(e, pkey, base)
             return
-        pfd, pgid = self._dir(pkey)
+        pfd, pgid, preal = self._dir(pkey)
+        real = key if not self.follow else preal + b"/" + base if preal else base
         if self._unpacked is not None:
-            self._unpacked.add(key)
+            self._unpacked.add(real)
         if tf == T.REGTYPE:
-            self._regular(e, stream, pfd, pgid, base, key)
+            self._regular(e, stream, pfd, pgid, base, real)
             return
         self._skip_data(e, stream)
         if tf == T.DIRTYPE:
-            self._directory(e, pfd, pgid, base, key)
+            self._directory(e, pfd, pgid, base, key, real)
         elif tf == T.SYMTYPE:
-            self._symlink(e, pfd, pgid, base, key)
+            self._symlink(e, pfd, pgid, base, real)
         elif tf == T.LNKTYPE:
-            self._hardlink(e, pfd, base, key)
+            self._hardlink(e, pkey, base, key, real)
         else:
-            self._node(e, pfd, pgid, base, key)
+            self._node(e, pfd, pgid, base, real)
 
     def _skip_data(self, e: Entry, stream: TarStream) -> None:
         if e.size:
             stream.skip(e.size)
 
     # -- entry kinds ----------------------------------------------------------------------------------------
-    def _regular(self, e: Entry, stream: TarStream, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+    def _regular(self, e: Entry, stream: TarStream, pfd: int, pgid: int, base: bytes, real: bytes) -> None:
         size = e.size
         if self.budget is not None:
             self.budget -= size + (-size % self._bsize)
@@ -388,11 +409,11 @@ class Applier:
         try:
             fd = os.open(base, O_NEW, perm, dir_fd=pfd)
         except FileExistsError:
-            self._clear(pfd, base, key)
+            self._clear(pfd, base, real)
             fd = os.open(base, O_NEW, perm, dir_fd=pfd)
         else:
             if self.created is not None:
-                self.created.append(key)
+                self.created.append(real)
         if size <= SMALL_FILE and self._finisher is not None:
             try:
                 data = stream.take(size) if size else b""
@@ -421,46 +442,46 @@ class Applier:
         finally:
             os.close(fd)
 
-    def _directory(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+    def _directory(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes, real: bytes) -> None:
         if self.follow:  # keep an existing directory, or a link to one, as GNU tar's --keep-directory-symlink
             try:
-                fd, _ = self._open_dir(key, False, 0)
+                fd, _, dreal = self._open_dir(key, False, 0)
             except FileNotFoundError:
                 pass
             except Refusal:
-                self._clear(pfd, base, key)
+                self._clear(pfd, base, real)
             else:
                 self._set_owner_xattrs(fd, None, e, pgid)
-                self._deferred[key] = (e.mode, e.atime_ns, e.mtime_ns)
+                self._deferred[dreal] = (e.mode, e.atime_ns, e.mtime_ns)
                 return
         try:
             os.mkdir(base, 0o700, dir_fd=pfd)
         except FileExistsError:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
-                self._clear(pfd, base, key)
+                self._clear(pfd, base, real)
                 os.mkdir(base, 0o700, dir_fd=pfd)
-                self._note_created(key)
+                self._note_created(real)
         else:
-            self._note_created(key)
+            self._note_created(real)
         self._set_owner_xattrs(None, (pfd, base), e, pgid)
-        self._deferred[key] = (e.mode, e.atime_ns, e.mtime_ns)
+        self._deferred[real] = (e.mode, e.atime_ns, e.mtime_ns)
 
-    def _symlink(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+    def _symlink(self, e: Entry, pfd: int, pgid: int, base: bytes, real: bytes) -> None:
         if not e.linkname:
             raise Refusal("symbolic link with an empty target")
         try:
             os.symlink(e.linkname, base, dir_fd=pfd)
         except FileExistsError:
-            self._clear(pfd, base, key)
+            self._clear(pfd, base, real)
             os.symlink(e.linkname, base, dir_fd=pfd)
         else:
             if self.created is not None:
-                self.created.append(key)
+                self.created.append(real)
         self._set_owner_xattrs(None, (pfd, base), e, pgid)
         os.utime(base, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
-    def _hardlink(self, e: Entry, pfd: int, base: bytes, key: bytes) -> None:
+    def _hardlink(self, e: Entry, pkey: bytes, base: bytes, key: bytes, real: bytes) -> None:
         tkey = clean_name(e.linkname, "hardlink target")
         if not tkey:
             raise Refusal("hardlink to the archive root")
@@ -469,34 +490,30 @@ class Applier:
         tparent, _, tbase = tkey.rpartition(b"/")
         shown = e.linkname.decode("utf-8", "backslashreplace")
         try:
-            tfd = os.dup(self._dir(tparent, create=False)[0])
+            tfd = self._dir(tparent, create=False)[0]
         except FileNotFoundError:
             raise Refusal(f"hardlink target {shown!r} is not in the target directory")
         except Refusal as r:
             raise Refusal(f"hardlink target: {r}")
+        pfd = self._dir(pkey)[0]  # both stay open until the next entry, even if evicted meanwhile
         try:
-            pfd = self._dir(key.rpartition(b"/")[0])[0]  # again: opening the target's directory may evict it
-            try:
-                os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise Refusal(f"hardlink target {shown!r} is not in the target directory")
-            try:
-                os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-            except FileExistsError:
-                if os.path.samestat(os.stat(tbase, dir_fd=tfd, follow_symlinks=False),
-                                    os.stat(base, dir_fd=pfd, follow_symlinks=False)):
-                    return  # already that file (a link to itself through another spelling)
-                self._clear(pfd, base, key)
-                os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-            except PermissionError:
-                raise Refusal(f"hardlink target {shown!r} cannot be linked (is it a directory?)")
-            else:
-                if self.created is not None:
-                    self.created.append(key)
-        finally:
-            os.close(tfd)
+            tst = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise Refusal(f"hardlink target {shown!r} is not in the target directory")
+        if stat.S_ISDIR(tst.st_mode):
+            raise Refusal(f"hardlink target {shown!r} is a directory")
+        try:
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileExistsError:
+            if os.path.samestat(tst, os.stat(base, dir_fd=pfd, follow_symlinks=False)):
+                return  # already that file (a link to itself through another spelling)
+            self._clear(pfd, base, real)
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        else:
+            if self.created is not None:
+                self.created.append(real)
 
-    def _node(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes) -> None:
+    def _node(self, e: Entry, pfd: int, pgid: int, base: bytes, real: bytes) -> None:
         tf = e.typeflag
         if tf == T.CHRTYPE:
             kind, dev = stat.S_IFCHR, os.makedev(e.devmajor, e.devminor)
@@ -508,11 +525,11 @@ class Applier:
         try:
             os.mknod(base, kind | perm, dev, dir_fd=pfd)
         except FileExistsError:
-            self._clear(pfd, base, key)
+            self._clear(pfd, base, real)
             os.mknod(base, kind | perm, dev, dir_fd=pfd)
         else:
             if self.created is not None:
-                self.created.append(key)
+                self.created.append(real)
         self._set_owner_xattrs(None, (pfd, base), e, pgid)
         if e.mode & 0o7000 or perm & self.umask:
             os.chmod(base, e.mode & 0o7777, dir_fd=pfd)
@@ -521,8 +538,7 @@ class Applier:
     def _whiteout(self, e: Entry, pkey: bytes, base: bytes) -> None:
         if base == WH_OPAQUE:
             if self.whiteouts == "overlay":
-                pfd, _ = self._dir(pkey)
-                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+                os.setxattr(self._dir(pkey)[0], OPAQUE_XATTR, b"y")
             else:
                 self._delete_unpacked(pkey)
             return
@@ -531,23 +547,23 @@ class Applier:
         name = base[len(WH_PREFIX):]
         if name in (b"", b".", b".."):
             raise Refusal(f"whiteout of {name.decode('utf-8', 'backslashreplace')!r} is not a valid name")
-        key = pkey + b"/" + name if pkey else name
         if self.whiteouts == "delete":
             try:
-                pfd, _ = self._dir(pkey, create=False)
+                pfd, _, preal = self._dir(pkey, create=False)
             except FileNotFoundError:
                 return
-            self._clear(pfd, name, key)
+            self._clear(pfd, name, preal + b"/" + name if preal else name)
             return
-        pfd, pgid = self._dir(pkey)
+        pfd, pgid, preal = self._dir(pkey)
+        real = preal + b"/" + name if preal else name
         try:
             os.mknod(name, stat.S_IFCHR, 0, dir_fd=pfd)
         except FileExistsError:
-            self._clear(pfd, name, key)
+            self._clear(pfd, name, real)
             os.mknod(name, stat.S_IFCHR, 0, dir_fd=pfd)
         else:
             if self.created is not None:
-                self.created.append(key)
+                self.created.append(real)
         if e.uid != self.euid or e.gid != pgid:
             os.chown(name, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
@@ -556,22 +572,22 @@ class Applier:
         """An opaque marker in "delete" mode: remove what this archive did not write below the directory."""
         assert self._unpacked is not None
         try:
-            top, _ = self._dir(pkey, create=False)
+            top, _, treal = self._dir(pkey, create=False)
         except FileNotFoundError:
             return
-        stack = [(os.dup(top), pkey)]
+        stack = [(os.dup(top), treal)]
         while stack:
-            dfd, dkey = stack.pop()
+            dfd, dreal = stack.pop()
             try:
                 for name in sorted(os.listdir(dfd)):
                     bname = os.fsencode(name)
-                    ckey = dkey + b"/" + bname if dkey else bname
-                    if ckey not in self._unpacked:
-                        self._clear(dfd, bname, ckey)
+                    creal = dreal + b"/" + bname if dreal else bname
+                    if creal not in self._unpacked:
+                        self._clear(dfd, bname, creal)
                         continue
                     st = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):
-                        stack.append((os.open(bname, O_DIR, dir_fd=dfd), ckey))
+                        stack.append((os.open(bname, O_DIR, dir_fd=dfd), creal))
             finally:
                 os.close(dfd)
 
@@ -593,13 +609,14 @@ class Applier:
 
     def finish(self) -> None:
         """Directory modes and times last: creating their contents changed the times."""
-        for key, (mode, atime, mtime) in self._deferred.items():
+        for real, (mode, atime, mtime) in self._deferred.items():
             try:
-                fd, _ = self._dir(key, create=False)
+                fd = self._dir(real, create=False)[0]
             except (FileNotFoundError, Refusal):
                 continue
             os.fchmod(fd, mode & 0o7777)
             os.utime(fd, ns=(atime, mtime))
+            self._close_retired()
         self._deferred.clear()
 
     def undo_created(self) -> None:
@@ -607,10 +624,11 @@ class Applier:
         self._stop_finisher()
         if not self.created:
             return
-        for key in reversed(self.created):
-            parent, _, base = key.rpartition(b"/")
+        for real in reversed(self.created):
+            parent, _, base = real.rpartition(b"/")
             try:
-                pfd, _ = self._dir(parent, create=False)
-                self._clear(pfd, base, key)
+                pfd = self._dir(parent, create=False)[0]
+                self._clear(pfd, base, real)
             except (OSError, Refusal):
                 continue
+            self._close_retired()
