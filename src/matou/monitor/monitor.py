@@ -586,20 +586,18 @@ class Monitor:
                 "pid": self.init_pid}
 
     def _finish(self) -> None:
+        """Record the exit, tell whoever listens, then clean up: the daemon's `wait` should not pay for
+        the cgroup removal. exit.json is written first (no fsync: it must survive the daemon being killed,
+        which the page cache does), so a daemon that missed the event still learns the exit."""
         rec = self._exit_record()
         if self.log is not None:
             self.log.close()
         tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")
         with open(tmp, "w") as f:
             json.dump(rec, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.cfg.state_dir, "exit.json"))
-        with contextlib.suppress(Exception):
-            self.runtime.delete(self.cfg.id, force=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock_path)
-        # tell everyone still connected
         for c in list(self.clients.values()):
             if c.kind == "attach":
                 c.out += P.control({"exit_code": rec["exit_code"]})
@@ -617,6 +615,8 @@ class Monitor:
             with contextlib.suppress(OSError):
                 c.sock.close()
         self.clients.clear()
+        with contextlib.suppress(Exception):
+            self.runtime.delete(self.cfg.id, force=True)
 
 
 def run_monitor(cfg: MonitorConfig, ctl: socket.socket) -> int:

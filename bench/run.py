@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""`run` latency against podman (and `ps`/`version` against docker ps on dockerd), daemon and monitor memory.
+
+What it does, in one run on this machine:
+1. starts its own matoud on a temporary root, bootstraps busybox, and imports the same root filesystem into a
+   private podman storage, so both run the same files;
+2. times `matou run --rm --network none busybox true` and `podman run --rm --network none ... true`,
+   interleaved (A B A B ...), and prints medians, the ratio, and matou's `--trace` breakdown;
+3. times `matou ps` / `matou version` against `docker ps` / `docker version` on a private dockerd, interleaved;
+4. reports matoud's idle RSS and the PSS of each running container's monitor (10 running containers).
+
+Goals (issue 3): run <= 0.15x podman; ps/version <= docker ps; idle RSS <= 60 MB; monitor PSS <= 2.7 MB.
+Usage: .venv/bin/python bench/run.py [--rounds N] [--no-docker] [--no-podman]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+PY = sys.executable
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, env=env, **kw)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode(errors='replace')[-2000:]}")
+    return r
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode(errors='replace')[-2000:]}")
+    return dt * 1000
+
+
+def interleave(cmds: dict[str, tuple[list[str], dict[str, str] | None]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        for cmd, env in cmds.values():
+            timed(cmd, env)
+    samples: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(rounds):
+        for k, (cmd, env) in cmds.items():
+            samples[k].append(timed(cmd, env))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def matou_cmd() -> list[str]:
+    """The installed launcher when it points at this tree (what users run), else the module."""
+    launcher = "/usr/local/bin/matou"
+    if os.path.exists(launcher) and SRC in open(launcher).read():
+        return [launcher]
+    return [PY, "-IS", "-c", f"import sys; sys.path[0:0]=[{SRC!r}]; from matou.cli.main import main; sys.exit(main())"]
+
+
+class Matoud:
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="mb-", dir="/tmp")
+        self.host = f"unix://{self.root}/run/matou.sock"
+        self.env = {**os.environ, "MATOU_HOST": self.host, "PYTHONPATH": SRC}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(os.path.join(self.root, "matoud.log"), "ab")
+        self.proc = subprocess.Popen([PY, "-m", "matou.daemon", "--host", self.host, "--data-root",
+                                      f"{self.root}/data", "--exec-root", f"{self.root}/run"],
+                                     stdout=log, stderr=log, env=self.env, start_new_session=True)
+        for _ in range(300):
+            if subprocess.run(matou_cmd() + ["version"], capture_output=True, env=self.env).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise SystemExit("matoud did not start")
+
+    def cli(self, *args: str) -> str:
+        return sh(matou_cmd() + list(args), env=self.env).stdout.decode()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            for cid in self.cli("ps", "-aq").split():
+                self.cli("rm", "-f", cid)
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
+        subprocess.run(["umount", "-R", "-l", self.root], capture_output=True)
+        with open("/proc/self/mountinfo") as f:
+            for mp in sorted({ln.split()[4] for ln in f if self.root in ln}, key=len, reverse=True):
+                subprocess.run(["umount", "-l", mp], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Podman:
+    """A private podman storage with crun; the hybrid-cgroup workaround of PEERS.md while it runs."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="pb-", dir="/tmp")
+        conf = os.path.join(self.root, "containers.conf")
+        with open(conf, "w") as f:
+            f.write('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+                    '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        self.env = {**os.environ, "CONTAINERS_CONF": conf}
+        self.base = ["podman", "--root", f"{self.root}/s", "--runroot", f"{self.root}/r", "--storage-driver",
+                     "overlay"]
+        self.hugetlb_mounted = False
+
+    def setup(self) -> None:
+        if os.path.isdir("/sys/fs/cgroup/unified") and not os.path.ismount("/sys/fs/cgroup/hugetlb"):
+            os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
+            if subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", "/sys/fs/cgroup/hugetlb"],
+                              capture_output=True).returncode == 0:
+                self.hugetlb_mounted = True
+
+    def cmd(self, *args: str) -> list[str]:
+        return self.base + list(args)
+
+    def teardown(self) -> None:
+        subprocess.run(self.cmd("rm", "-af", "-t", "0"), capture_output=True, env=self.env)
+        subprocess.run(self.cmd("system", "reset", "-f"), capture_output=True, env=self.env)
+        if self.hugetlb_mounted:
+            for d in sorted((os.path.join(dp) for dp, _dn, _fn in os.walk("/sys/fs/cgroup/hugetlb")),
+                            key=len, reverse=True)[:-1]:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+            subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"], capture_output=True)
+            with contextlib.suppress(OSError):
+                os.rmdir("/sys/fs/cgroup/hugetlb")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Dockerd:
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="db-", dir="/tmp")
+        self.sock = f"{self.root}/docker.sock"
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        self.proc: subprocess.Popen | None = None
+        self.bridge = "mbdock0"
+
+    def start(self) -> bool:
+        if not shutil.which("dockerd"):
+            return False
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], capture_output=True)
+        subprocess.run(["ip", "addr", "add", "172.31.250.1/24", "dev", self.bridge], capture_output=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], capture_output=True)
+        log = open(f"{self.root}/dockerd.log", "ab")
+        self.proc = subprocess.Popen(["dockerd", "--host", f"unix://{self.sock}", "--data-root", f"{self.root}/data",
+                                      "--exec-root", f"{self.root}/exec", "--pidfile", f"{self.root}/pid", "-b",
+                                      self.bridge], stdout=log, stderr=log, start_new_session=True)
+        for _ in range(300):
+            if subprocess.run(["docker", "version"], capture_output=True, env=self.env).returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        subprocess.run(["iptables", "-P", "FORWARD", "ACCEPT"], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        with open("/proc/self/mountinfo") as f:
+            for mp in sorted({ln.split()[4] for ln in f if self.root in ln}, key=len, reverse=True):
+                subprocess.run(["umount", "-l", mp], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--no-docker", action="store_true")
+    ap.add_argument("--no-podman", action="store_true")
+    a = ap.parse_args()
+    m = Matoud()
+    p = Podman() if not a.no_podman and shutil.which("podman") else None
+    d = Dockerd() if not a.no_docker else None
+    try:
+        m.start()
+        m.cli("image", "bootstrap", "busybox")
+        print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; {a.rounds} interleaved rounds, medians")
+        cmds: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            "matou run --rm --network none": (matou_cmd() + ["run", "--rm", "--network", "none", "busybox", "true"],
+                                              m.env)}
+        if p is not None:
+            p.setup()
+            cid = m.cli("create", "busybox", "true").strip()
+            tar = os.path.join(m.root, "rootfs.tar")
+            with open(tar, "wb") as f:
+                f.write(sh(matou_cmd() + ["export", cid], env=m.env).stdout)
+            m.cli("rm", cid)
+            sh(p.cmd("import", tar, "localhost/busybox:latest"), env=p.env)
+            cmds["podman run --rm --network none"] = (p.cmd("run", "--rm", "--network", "none",
+                                                            "localhost/busybox:latest", "true"), p.env)
+        res = interleave(cmds, a.rounds)
+        for k, v in res.items():
+            print(f"  {k:<36} {v:8.1f} ms")
+        if p is not None:
+            ratio = res["matou run --rm --network none"] / res["podman run --rm --network none"]
+            print(f"  ratio matou/podman: {ratio:.3f} (goal <= 0.15)")
+        trace = subprocess.run(matou_cmd() + ["run", "--trace", "--rm", "--network", "none", "busybox", "true"],
+                               capture_output=True, env=m.env).stderr.decode()
+        print("  trace of one run:\n" + "\n".join("    " + ln for ln in trace.splitlines()))
+
+        cli = {"matou ps": (matou_cmd() + ["ps"], m.env), "matou version": (matou_cmd() + ["version"], m.env)}
+        if d is not None and d.start():
+            cli["docker ps"] = (["docker", "ps"], d.env)
+            cli["docker version"] = (["docker", "version"], d.env)
+        res = interleave(cli, a.rounds * 2)
+        print("CLI round trips (no containers):")
+        for k, v in res.items():
+            print(f"  {k:<36} {v:8.1f} ms")
+        if "docker ps" in res:
+            print(f"  ratio ps: {res['matou ps'] / res['docker ps']:.2f}, version: "
+                  f"{res['matou version'] / res['docker version']:.2f} (goal <= 1.0)")
+
+        assert m.proc is not None
+        time.sleep(1)
+        print(f"matoud idle RSS: {rss_kb(m.proc.pid) / 1024:.1f} MB (goal <= 60 MB)")
+        ids = [m.cli("run", "-d", "--network", "none", "busybox", "sleep", "1000").strip() for _ in range(10)]
+        time.sleep(0.5)
+        pss = []
+        for cid in ids:
+            with open(os.path.join(m.root, "run", "containers", cid, "monitor.pid")) as f:
+                pss.append(pss_kb(int(f.read())))
+        print(f"monitor PSS with 10 running containers: median {statistics.median(pss) / 1024:.2f} MB, "
+              f"max {max(pss) / 1024:.2f} MB (goal <= 2.7 MB)")
+        print(f"matoud RSS with 10 running containers: {rss_kb(m.proc.pid) / 1024:.1f} MB")
+    finally:
+        m.stop()
+        if p is not None:
+            p.teardown()
+        if d is not None:
+            d.stop()
+
+
+if __name__ == "__main__":
+    main()
