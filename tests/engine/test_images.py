@@ -13,7 +13,6 @@ import tarfile
 import time
 
 import pytest
-
 from tests.conftest import Daemon
 
 
