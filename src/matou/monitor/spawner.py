@@ -54,6 +54,9 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> 
         os._exit(0)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(s, signal.SIG_DFL)
+    import gc
+
+    gc.disable()  # the monitor allocates little and lives long: collections would only copy shared pages
     cfg = MonitorConfig.from_json(req)
     os.makedirs(cfg.state_dir, exist_ok=True)
     null = os.open(os.devnull, os.O_RDWR)
@@ -92,6 +95,12 @@ def serve(path: str) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # pre-fork hygiene: objects that exist now are never scanned by the collector again, so the monitors
+    # (which share these pages copy-on-write) don't dirty them just by collecting
+    import gc
+
+    gc.collect()
+    gc.freeze()
     while True:
         conn, _ = listener.accept()
         try:
