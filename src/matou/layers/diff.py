@@ -25,7 +25,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,6 +43,7 @@ OVERLAY_PREFIX = b"trusted.overlay."
 WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
 CHUNK = 1 << 20
+SMALL = 64 << 10  # files read in one go and emitted with their header
 MAX_LINK_HOPS = 40
 
 
@@ -53,15 +56,17 @@ class DiffResult:
 
 
 class _Sink:
-    """Counts and hashes what reaches ``out``."""
+    """Counts (and, for compressed output, hashes) what reaches ``out``."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, hashing: bool) -> None:
         self._out = out
         self.hash = hashlib.sha256()
+        self._hashing = hashing
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
+        if self._hashing:
+            self.hash.update(data)
         self.size += len(data)
         self._out.write(data)
         return len(data)
@@ -72,48 +77,84 @@ class _Sink:
 
 
 class TarWriter:
-    """Serialises entries into ``out`` (optionally compressed), hashing both streams."""
+    """Serialises entries into ``out`` (optionally compressed), hashing both streams.
+
+    The caller's thread walks and reads the tree; a second thread hashes, compresses and writes ``out`` (isal,
+    zstandard and hashlib release the GIL), through a bounded queue of ~1 MiB chunks.
+    """
 
     def __init__(self, out: BinaryIO, compression: str | None) -> None:
-        self._sink = _Sink(out)
         self._compressed = compression not in (None, "plain")
+        self._sink = _Sink(out, self._compressed)
         self._target: BinaryIO = compressing_writer(self._sink, compression) if self._compressed \
             else self._sink  # type: ignore[assignment,arg-type]
         self._hash = hashlib.sha256()
         self._size = 0
         self._buf = bytearray()
         self._links: dict[tuple[int, int], bytes] = {}
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="matou-layer-write", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            data = self._q.get()
+            if data is None:
+                return
+            if self._error is not None:
+                continue  # keep taking chunks so the producer never blocks on a dead consumer
+            try:
+                self._hash.update(data)
+                self._size += len(data)
+                self._target.write(data)
+            except BaseException as e:
+                self._error = e
+
+    def _send(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(data)  # type: ignore[arg-type]
 
     def _emit(self, data: bytes | memoryview) -> None:
+        if not self._buf and len(data) >= CHUNK:  # big file data: no copy through the buffer
+            self._send(data)
+            return
         self._buf += data
         if len(self._buf) >= CHUNK:
             self._flush()
 
     def _flush(self) -> None:
         if self._buf:
-            data = bytes(self._buf)
+            self._send(bytes(self._buf))
             self._buf.clear()
-            self._hash.update(data)
-            self._size += len(data)
-            self._target.write(data)
 
-    def add(self, name: bytes, st: os.stat_result, *, dfd: int, base: bytes, xattrs: list[tuple[bytes, bytes]],
-            is_dir: bool, linkname: bytes = b"") -> None:
-        """One entry for the file ``base`` in directory ``dfd`` (already lstat'ed as ``st``)."""
+    def abort(self) -> None:
+        """Stop the writer thread after an error elsewhere (idempotent)."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def add(self, name: bytes, st: os.stat_result, *, dfd: int, base: bytes,
+            xattrs: list[tuple[bytes, bytes]] | None, is_dir: bool, linkname: bytes = b"") -> None:
+        """One entry for the file ``base`` in directory ``dfd`` (already lstat'ed as ``st``); ``xattrs`` None:
+        read them here."""
+        if xattrs is None and not stat.S_ISREG(st.st_mode):
+            xattrs = _xattrs(dfd, base)
         mode = st.st_mode
         common = {"mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime)}
         if is_dir:
             self._emit(T.build_header(name + b"/", size=0, typeflag=T.DIRTYPE, xattrs=xattrs, **common))
             return
+        key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
             first = self._links.get(key)
             if first is not None:
                 self._emit(T.build_header(name, size=0, typeflag=T.LNKTYPE, linkname=first, **common))
                 return
-            self._links[key] = name
         if stat.S_ISREG(mode):
-            self._regular(name, st, dfd, base, xattrs, common)
+            if not self._regular(name, st, dfd, base, xattrs, common):
+                return
         elif stat.S_ISLNK(mode):
             target = linkname or os.readlink(base, dir_fd=dfd)
             self._emit(T.build_header(name, size=0, typeflag=T.SYMTYPE, linkname=target, xattrs=xattrs, **common))
@@ -123,22 +164,39 @@ class TarWriter:
                                       devminor=os.minor(st.st_rdev), xattrs=xattrs, **common))
         elif stat.S_ISFIFO(mode):
             self._emit(T.build_header(name, size=0, typeflag=T.FIFOTYPE, xattrs=xattrs, **common))
-        # sockets and anything else: skipped
+        else:
+            return  # sockets and anything else: skipped
+        if st.st_nlink > 1:
+            self._links[key] = name
 
     def add_empty(self, name: bytes, *, mode: int, uid: int, gid: int, mtime: int) -> None:
         """A marker file (whiteouts)."""
         self._emit(T.build_header(name, mode=mode, uid=uid, gid=gid, size=0, mtime=mtime, typeflag=T.REGTYPE))
 
-    def _regular(self, name: bytes, st: os.stat_result, dfd: int, base: bytes, xattrs: list[tuple[bytes, bytes]],
-                 common: dict[str, int]) -> None:
+    def _regular(self, name: bytes, st: os.stat_result, dfd: int, base: bytes,
+                 xattrs: list[tuple[bytes, bytes]] | None, common: dict[str, int]) -> bool:
         size = st.st_size
-        fd = os.open(base, O_FILE, dir_fd=dfd)
         try:
-            self._emit(T.build_header(name, size=size, typeflag=T.REGTYPE, xattrs=xattrs, **common))
+            fd = os.open(base, O_FILE, dir_fd=dfd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return False  # removed or swapped for a link since we looked (a running container): skip it
+            raise
+        try:
+            if xattrs is None:  # read through the fd we hold: cheaper than a path lookup
+                xattrs = _xattrs(dfd, base, fd)
+            header = T.build_header(name, size=size, typeflag=T.REGTYPE, xattrs=xattrs, **common)
+            if size <= SMALL:
+                data = os.read(fd, size) if size else b""
+                if len(data) < size:  # the file shrank while we read it: keep the header's promise with zeros
+                    data += bytes(size - len(data))
+                self._emit(header + data + bytes(-size % T.BLOCK))
+                return True
+            self._emit(header)
             left = size
             while left:
                 data = os.read(fd, min(left, CHUNK))
-                if not data:  # the file shrank while we read it: keep the header's promise with zeros
+                if not data:
                     data = bytes(min(left, CHUNK))
                 self._emit(data)
                 left -= len(data)
@@ -147,10 +205,14 @@ class TarWriter:
                 self._emit(bytes(pad))
         finally:
             os.close(fd)
+        return True
 
     def close(self) -> DiffResult:
         self._emit(bytes(2 * T.BLOCK))
         self._flush()
+        self.abort()
+        if self._error is not None:
+            raise self._error
         if self._compressed:
             self._target.close()
         self._sink.flush()
@@ -237,7 +299,8 @@ def _walk(w: TarWriter, dfd: int, prefix: bytes, *, overlay: bool) -> None:
             if overlay and stat.S_ISREG(mode) and _overlay_xattr(cur, base, b"trusted.overlay.metacopy") is not None:
                 raise Unsupported(f"{name.decode(errors='replace')} is a metacopy-only file: the overlay upper "
                                   "dir must not use metacopy=on to be written as a layer")
-            w.add(name, st, dfd=cur, base=base, xattrs=_xattrs(cur, base), is_dir=False)
+            w.add(name, st, dfd=cur, base=base, xattrs=None if stat.S_ISREG(mode) else _xattrs(cur, base),
+                  is_dir=False)
     finally:
         for fd, _, _ in stack:
             os.close(fd)
@@ -260,13 +323,14 @@ def _check_overlay_dir(fd: int, name: bytes) -> None:
 
 def write_diff(upper: str, out: BinaryIO, *, compression: str | None = "gzip") -> DiffResult:
     """An overlay upper directory as a layer tar, whiteouts and opaque directories translated to OCI markers."""
-    w = TarWriter(out, compression)
     root = _open_root(upper)
+    w = TarWriter(out, compression)
     try:
         _walk(w, root, b"", overlay=True)
+        return w.close()
     finally:
+        w.abort()
         os.close(root)
-    return w.close()
 
 
 def _open_root(path: str) -> int:
@@ -355,6 +419,7 @@ def write_tree(root: str, out: BinaryIO, *, compression: str | None = None, path
             _write_path(w, rootfd, p, rebase, follow_top_symlink)
         return w.close()
     finally:
+        w.abort()
         os.close(rootfd)
 
 

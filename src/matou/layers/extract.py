@@ -140,10 +140,10 @@ class _Finisher:
     Only per-inode work happens here, through the fd, so ordering against later entries does not matter.
     """
 
-    BATCH = 32
+    BATCH = 32  # files per hand-over: amortises the queue's locking; BATCH * (depth + 1) fds at most
 
     def __init__(self) -> None:
-        self._q: queue.Queue[list[tuple[int, bytes | memoryview, bool, bool, Entry]] | None] = queue.Queue(8)
+        self._q: queue.Queue[list[tuple[int, bytes | memoryview, bool, bool, Entry]] | None] = queue.Queue(4)
         self._batch: list[tuple[int, bytes | memoryview, bool, bool, Entry]] = []
         self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="matou-layer-files", daemon=True)

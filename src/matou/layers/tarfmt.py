@@ -134,13 +134,6 @@ def pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
-def _octal(value: int, width: int) -> bytes | None:
-    """A NUL-terminated zero-padded octal field, or None when the value does not fit."""
-    if value < 0 or value >= 8 ** (width - 1):
-        return None
-    return b"%0*o\0" % (width - 1, value)
-
-
 def _base256(value: int, width: int) -> bytes:
     if value < 0:
         value += 1 << (8 * width)
@@ -148,16 +141,27 @@ def _base256(value: int, width: int) -> bytes:
     return bytes([0x80]) + value.to_bytes(width - 1, "big")
 
 
+_MAX7 = 8 ** 7  # largest value + 1 of an 8-byte octal field
+_MAX11 = 8 ** 11  # of a 12-byte one
+
+
 def _block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
            linkname: bytes, devmajor: int, devminor: int) -> bytes:
-    fields = [
-        name[:100], _octal(mode, 8) or b"", _octal(uid, 8) or _octal(0, 8), _octal(gid, 8) or _octal(0, 8),
-        _octal(size, 12) or _octal(0, 12), _octal(mtime, 12) or _octal(0, 12), b"        ", typeflag,
-        linkname[:100], USTAR_MAGIC, b"", b"", _octal(devmajor, 8) or _base256(devmajor, 8),
-        _octal(devminor, 8) or _base256(devminor, 8), b"",
-    ]
-    block = bytearray(HEADER.pack(*fields))  # type: ignore[arg-type]
-    block[148:156] = b"%06o\0 " % sum(block)
+    """One ustar block; numbers that do not fit are written as 0 (the PAX header carries them) except device
+    numbers, which go base-256 as GNU tar does."""
+    block = bytearray(HEADER.pack(
+        name[:100], b"%07o\0" % mode,
+        b"%07o\0" % uid if 0 <= uid < _MAX7 else b"0000000\0",
+        b"%07o\0" % gid if 0 <= gid < _MAX7 else b"0000000\0",
+        b"%011o\0" % size if 0 <= size < _MAX11 else b"00000000000\0",
+        b"%011o\0" % mtime if 0 <= mtime < _MAX11 else b"00000000000\0",
+        b"        ", typeflag, linkname[:100], USTAR_MAGIC, b"", b"",
+        b"%07o\0" % devmajor if 0 <= devmajor < _MAX7 else _base256(devmajor, 8),
+        b"%07o\0" % devminor if 0 <= devminor < _MAX7 else _base256(devminor, 8), b""))
+    view = memoryview(block)
+    # the byte sum via adler32 (each 256-byte half sums to at most 65280 < 65521, so it is exact)
+    total = (zlib.adler32(view[:256], 0) & 0xFFFF) + (zlib.adler32(view[256:], 0) & 0xFFFF)
+    block[148:156] = b"%06o\0 " % total
     return bytes(block)
 
 
@@ -168,24 +172,25 @@ def build_header(name: bytes, *, mode: int, uid: int, gid: int, size: int, mtime
 
     uname/gname stay empty and uid/gid numeric, so the bytes depend only on the tree.
     """
+    main = _block(name, mode & 0o7777, uid, gid, size, mtime, typeflag, linkname, devmajor, devminor)
+    if (len(name) <= 100 and len(linkname) <= 100 and not xattrs and 0 <= uid < _MAX7 and 0 <= gid < _MAX7
+            and 0 <= size < _MAX11 and 0 <= mtime < _MAX11):
+        return main
     records: list[bytes] = []
     if len(name) > 100:
         records.append(pax_record(b"path", name))
     if len(linkname) > 100:
         records.append(pax_record(b"linkpath", linkname))
-    if _octal(uid, 8) is None:
+    if not 0 <= uid < _MAX7:
         records.append(pax_record(b"uid", b"%d" % uid))
-    if _octal(gid, 8) is None:
+    if not 0 <= gid < _MAX7:
         records.append(pax_record(b"gid", b"%d" % gid))
-    if _octal(size, 12) is None:
+    if not 0 <= size < _MAX11:
         records.append(pax_record(b"size", b"%d" % size))
-    if _octal(mtime, 12) is None:
+    if not 0 <= mtime < _MAX11:
         records.append(pax_record(b"mtime", b"%d" % mtime))
     for key, value in xattrs or ():
         records.append(pax_record(PAX_XATTR + key, value))
-    main = _block(name, mode & 0o7777, uid, gid, size, mtime, typeflag, linkname, devmajor, devminor)
-    if not records:
-        return main
     data = b"".join(records)
     pax = _block(b"././@PaxHeader", 0o644, 0, 0, len(data), 0, XHDTYPE, b"", 0, 0)
     return pax + data + bytes(-len(data) % BLOCK) + main
