@@ -252,14 +252,20 @@ class ImageService:
             r = reference.parse(name)
             ref = str(r if r.digest else r.with_default_tag())
             others = [x for x in img.refs if x != ref]
+            # docker: the last tag of a repository takes that repository's digest references along
+            linked = [] if r.digest or any("@" not in x and x.rsplit(":", 1)[0] == r.name for x in others) else \
+                [x for x in others if x.rsplit("@", 1)[0] == r.name]
+            others = [x for x in others if x not in linked]
             if others:
-                self._untag(ref, img, out)
+                for x in [ref, *linked]:
+                    self._untag(x, img, out)
                 return out
             if users and not force:
                 cid = users[0][0]
                 raise Conflict(f'conflict: unable to remove repository reference "{name}" (must force) - '
                                f"container {cid[:12]} is using its referenced image {img.short_id}")
-            self._untag(ref, img, out)
+            for x in [ref, *linked]:
+                self._untag(x, img, out)
             if users:
                 return out
         else:
