@@ -37,7 +37,8 @@ from matou.layers import tarfmt as T
 from matou.layers.compression import compressing_writer
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+# O_NONBLOCK: a file swapped for a fifo behind our back must not hang the writer
+O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 OPAQUE_XATTR = b"trusted.overlay.opaque"
 OVERLAY_PREFIX = b"trusted.overlay."
 WH_PREFIX = b".wh."
@@ -179,10 +180,12 @@ class TarWriter:
         try:
             fd = os.open(base, O_FILE, dir_fd=dfd)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ELOOP):
+            if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
                 return False  # removed or swapped for a link since we looked (a running container): skip it
             raise
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False  # swapped for something else: skip it
             if xattrs is None:  # read through the fd we hold: cheaper than a path lookup
                 xattrs = _xattrs(dfd, base, fd)
             header = T.build_header(name, size=size, typeflag=T.REGTYPE, xattrs=xattrs, **common)

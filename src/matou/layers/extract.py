@@ -532,7 +532,14 @@ class Applier:
                 self.created.append(real)
         self._set_owner_xattrs(None, (pfd, base), e, pgid)
         if e.mode & 0o7000 or perm & self.umask:
-            os.chmod(base, e.mode & 0o7777, dir_fd=pfd)
+            # chmod has no reliable no-follow form: pin the node with O_PATH, check it, chmod through /proc
+            pin = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                if stat.S_IFMT(os.fstat(pin).st_mode) != kind:
+                    raise Refusal("the node was replaced while it was being created")
+                os.chmod(f"/proc/self/fd/{pin}", e.mode & 0o7777)
+            finally:
+                os.close(pin)
         os.utime(base, ns=(e.atime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def _whiteout(self, e: Entry, pkey: bytes, base: bytes) -> None:
