@@ -172,3 +172,29 @@ def test_search_ranking_privacy_and_web(tmp_path) -> None:  # noqa: ANN001
         assert requests.get(reg.url + "/login").status_code == 401
     finally:
         reg.stop()
+
+
+def test_online_gc_and_pull_counts(tmp_path) -> None:  # noqa: ANN001
+    import time
+
+    root = str(tmp_path / "root")
+    cfg = tmp_path / "registry.toml"
+    cfg.write_text("[gc]\ngrace = 0\ninterval = 1\n")
+    reg = RegistryProcess(root, ["--anonymous-push", "--config", str(cfg)]).start()
+    try:
+        url = reg.url
+        img = busybox_image("counted")
+        assert Client(url).push_image("online/gc", img, "v1").status_code == 201
+        orphan = os.urandom(1000)
+        _upload(url, "online/gc", orphan)
+        deadline = time.monotonic() + 30
+        while requests.head(f"{url}/v2/online/gc/blobs/{sha(orphan)}").status_code != 404:
+            assert time.monotonic() < deadline, "the server's collector did not free the orphan"
+            time.sleep(0.2)
+        for _ in range(3):
+            assert requests.get(f"{url}/v2/online/gc/manifests/v1").content == img.manifest
+    finally:
+        reg.stop()  # a graceful stop writes the batched pull counts
+    out = cli("repo", "ls", "--root", root).stdout.splitlines()
+    row = next(line.split() for line in out if line.startswith("online/gc"))
+    assert row[3] == "3"

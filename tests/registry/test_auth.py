@@ -182,3 +182,79 @@ def test_htpasswd_users(tmp_path) -> None:  # noqa: ANN001
         assert claims(r.json()["token"])["access"][0]["actions"] == ["pull", "push"]
     finally:
         reg.stop()
+
+
+def test_management_api_takes_tokens_with_the_api_scope(auth_registry: RegistryProcess) -> None:
+    url = auth_registry.url + "/api/v1/whoami"
+    pull_token = get_token(auth_registry, "repository:alice/pub:pull", ("alice", USERS["alice"])).json()["token"]
+    r = requests.get(url, headers={"Authorization": f"Bearer {pull_token}"})
+    assert r.status_code == 401  # a pull token handed to a daemon manages nothing
+    api_token = get_token(auth_registry, "registry:api:*", ("alice", USERS["alice"])).json()["token"]
+    r = requests.get(url, headers={"Authorization": f"Bearer {api_token}"})
+    assert r.status_code == 200 and r.json()["name"] == "alice"
+    anon = get_token(auth_registry, "registry:api:*").json()["token"]
+    assert claims(anon)["access"][0]["actions"] == []
+    assert requests.get(url).json()["anonymous"] is True
+
+
+def test_tls(tmp_path) -> None:  # noqa: ANN001
+    import datetime
+    import ipaddress
+    import subprocess
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from tests.registry.helpers import PY, env, free_port
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    port = free_port()
+    base = f"https://127.0.0.1:{port}"
+    proc = subprocess.Popen([PY, "-m", "matou.registry", "serve", "--root", str(tmp_path / "root"),
+                             "--addr", f"127.0.0.1:{port}", "--tls-cert", str(cert_path), "--tls-key", str(key_path)],
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(base + "/v2/", verify=str(cert_path), timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"].startswith(f'Bearer realm="{base}/token"')
+        assert requests.get(base + "/v1/_ping", verify=str(cert_path)).status_code == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_matou_cli_entry_point(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+
+    from tests.registry.helpers import PY, env
+
+    root = str(tmp_path / "root")
+    p = subprocess.run([PY, "-m", "matou.cli.main", "registry", "user", "add", "ann", "--password", "pw",
+                        "--root", root], env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([PY, "-m", "matou.cli.main", "registry", "user", "ls", "--root", root], env=env(),
+                       capture_output=True, text=True, timeout=60)
+    assert "ann" in p.stdout
+    p = subprocess.run([PY, "-m", "matou.cli.main", "registry", "user", "add", "ann", "--password", "pw",
+                        "--root", root], env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "already exists" in p.stderr
