@@ -123,6 +123,7 @@ class Monitor:
         self.init_pid = 0
         self.exit_status: int | None = None
         self.exited_at = 0.0
+        self.reaped_mono = 0.0
         self.sessions: dict[int, ExecSession] = {}  # pid -> session
         self.exec_by_fd: dict[int, ExecSession] = {}
         self.runtime = make_runtime(cfg)
@@ -619,6 +620,7 @@ class Monitor:
             if pid == self.init_pid:
                 self.exit_status = status
                 self.exited_at = time.time()
+                self.reaped_mono = time.monotonic()
                 # a pty master reports EIO once every slave is closed; pipes reach EOF by themselves
             elif pid in self.sessions:
                 s = self.sessions[pid]
@@ -644,6 +646,7 @@ class Monitor:
         the cgroup removal. exit.json is written first (no fsync: it must survive the daemon being killed,
         which the page cache does), so a daemon that missed the event still learns the exit."""
         rec = self._exit_record()
+        rec["monotonic_reaped"] = self.reaped_mono
         if self.log is not None:
             self.log.close()
         tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")
@@ -656,6 +659,7 @@ class Monitor:
             if c.kind == "attach":
                 c.out += P.control({"exit_code": rec["exit_code"]})
             elif c.kind in ("ctl", "wait"):
+                rec["monotonic_sent"] = time.monotonic()
                 c.out += P.line(rec)
         deadline = time.monotonic() + 5
         for c in list(self.clients.values()):

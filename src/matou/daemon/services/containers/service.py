@@ -513,6 +513,7 @@ class ContainersService:
                 run.writer.close()
         if rec is None:
             rec = self._read_exit_file(cid)
+        rec["monotonic_received"] = time.monotonic()
         if self.running.get(cid) is run:
             del self.running[cid]
         try:
@@ -524,6 +525,11 @@ class ContainersService:
             c.state.Error = start_error[0]
             self._save(c)
         await self._after_exit(c, restart=start_error is None)
+        if log.isEnabledFor(logging.DEBUG) and rec.get("monotonic_reaped"):
+            r0 = rec["monotonic_reaped"]
+            log.debug("exit of %s: reaped->sent %.2f ms, ->received %.2f ms, ->handled %.2f ms", cid[:12],
+                      (rec.get("monotonic_sent", r0) - r0) * 1000, (rec["monotonic_received"] - r0) * 1000,
+                      (time.monotonic() - r0) * 1000)
 
     def _apply_exit(self, c: Container, rec: dict[str, Any]) -> None:
         c.state.Running = False
