@@ -120,3 +120,12 @@ def test_podman_push_pull(auth_registry: RegistryProcess, podman: list[str]) -> 
     run(*podman, "pull", "--tls-verify=false", "--creds", f"rita:{USERS['rita']}", f"{host}/alice/priv:podman")
     out = run(*podman, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert f"{host}/alice/priv:podman" in out and f"{host}/alice/pub:podman" in out
+
+
+def test_podman_anonymous_push_pull_open_mode(open_registry: RegistryProcess, podman: list[str]) -> None:
+    host = open_registry.host
+    run(*podman, "push", "--tls-verify=false", "localhost/bb:1", f"{host}/demo/podman:1")
+    run(*podman, "rmi", "-f", "localhost/bb:1")
+    run(*podman, "pull", "--tls-verify=false", f"{host}/demo/podman:1")
+    out = run(*podman, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert f"{host}/demo/podman:1" in out

@@ -9,8 +9,8 @@ files, manifest bytes before manifest rows, manifest rows before tags (one trans
 
 from __future__ import annotations
 
+import hashlib
 import os
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -252,7 +252,7 @@ class Registry:
         if len(raw) > self.cfg.limits.max_manifest_bytes:
             raise _TooLarge(f"manifest is larger than {self.cfg.limits.max_manifest_bytes} bytes")
         info = manifest_rules.analyse(raw, content_type)
-        digest = "sha256:" + __import__("hashlib").sha256(raw).hexdigest()
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         tag: str | None = None
         if ":" in reference:
             want = Digest.parse(reference)
@@ -305,7 +305,3 @@ class _TooLarge(InvalidArgument):
 
 
 TooLarge = _TooLarge
-
-
-def now() -> float:
-    return time.time()

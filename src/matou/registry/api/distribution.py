@@ -7,12 +7,15 @@ they arrive; blobs go out with sendfile (aiohttp's FileResponse, which also answ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sys
+import traceback
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from matou.errors import DataCorruption, InvalidArgument, MatouError, NotFound
 from matou.registry.api.errors import API_VERSION_HEADER, ApiError, classify, message_of, oci_error
@@ -79,6 +82,15 @@ class DistributionApi:
             if code == "CONFLICT":
                 code, status = "DENIED", 409
             return oci_error(status, code, message_of(e))
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except ClientPayloadError as e:  # the client went away or sent a broken body mid-upload
+            return oci_error(400, "BLOB_UPLOAD_INVALID", f"incomplete request body: {e}")
+        except OffsetMismatch as e:
+            return oci_error(416, "BLOB_UPLOAD_INVALID", f"upload is at offset {e.size}")
+        except Exception:  # noqa: BLE001 - a bug or a host failure: log it, answer like distribution does
+            traceback.print_exc(file=sys.stderr)
+            return oci_error(500, "UNKNOWN", "unknown error")
 
     def _route(self, request: web.Request) -> tuple[Callable[..., Awaitable[web.StreamResponse]], tuple[str, ...]]:
         path = request.match_info.get("tail", "")
@@ -431,7 +443,3 @@ class DistributionApi:
         self._session_repo(g, name, upload_id)
         self._drop(upload_id)
         return web.Response(status=204, headers=_hdr(Content_Length="0"))
-
-
-def quote_name(name: str) -> str:
-    return quote(name, safe="/")

@@ -72,6 +72,8 @@ class ManagementApi:
             status, code = classify(e)
             headers = {"WWW-Authenticate": 'Basic realm="matou-registry"'} if status == 401 else None
             return json_error(status, code, message_of(e), headers)
+        except (ValueError, TypeError) as e:  # malformed numbers or field types in the request
+            return json_error(400, "INVALID", str(e))
 
     async def _route(self, request: web.Request, who: Subject, body: dict[str, Any]) -> web.StreamResponse:
         reg = self.reg

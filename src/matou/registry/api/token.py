@@ -9,7 +9,6 @@ Scopes: ``repository:NAME:ACTIONS`` (pull, push, delete, or ``*``), ``registry:c
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,7 +123,3 @@ class TokenApi:
                 else:
                     body["refresh_token"] = self.reg.tokens.issue_refresh(subject.name, acct.token_version)
         return _json(body)
-
-
-def now() -> float:
-    return time.time()
