@@ -67,6 +67,8 @@ def _open_src(src: BinaryIO | str) -> tuple[BinaryIO, bool]:
             return open(src, "rb", buffering=0), True  # type: ignore[return-value]
         except FileNotFoundError:
             raise NotFound(f"layer file not found: {src}")
+        except IsADirectoryError:
+            raise InvalidArgument(f"layer file is a directory: {src}")
     return src, False
 
 

@@ -22,6 +22,13 @@ Whiteouts (``.wh.NAME``, ``.wh..wh..opq``): "overlay" makes overlay whiteouts (c
 ``trusted.overlay.opaque=y`` xattr), "delete" removes the path (and for opaque markers, everything in the
 directory this archive did not write), "none" extracts them as ordinary files.
 
+Overlay whiteouts are char devices, so applying a layer needs CAP_MKNOD (root, as the daemon runs).
+
+Speed: per small file the main thread parses the header and creates the file (open O_CREAT|O_EXCL|O_NOFOLLOW
+relative to a cached directory fd, so namespace changes stay in archive order); a second thread writes the data,
+sets owner/mode/xattrs only when they differ from what creation gave, sets the times through the fd and closes it.
+Big files are written by the main thread straight from the decompressed chunks.
+
 An :class:`Applier` belongs to one call: the fd cache and deferred metadata live on it, never in module state.
 """
 

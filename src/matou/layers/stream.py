@@ -1,9 +1,10 @@
 """Decompress in a worker thread, consume in order: the tar bytes of a layer as a pipeline.
 
-The worker reads the raw stream, hashes it (the blob digest), sniffs and decompresses it, hashes the output (the
-diff id) and hands ~1 MiB chunks through a bounded queue. isal, zstandard, hashlib and file reads all release the
-GIL, so on two cores decompression overlaps the file writes of the consumer. The queue bounds memory to
-``depth`` chunks whatever the compression ratio.
+A decompress thread reads the raw stream, sniffs and decompresses it, and hands ~1 MiB chunks through a bounded
+queue to the consumer; a hash thread computes the blob digest (raw bytes) and the diff id (decompressed bytes)
+from the same chunks. isal, zstandard, hashlib and file reads all release the GIL, so on two cores this work
+overlaps the consumer's file writes (measured: the hash thread shortens the phase where a big file is written
+and the consumer waits for data). The queues bound memory to a few dozen chunks whatever the compression ratio.
 
 Everything belongs to one :class:`TarStream`; nothing is shared between calls, so any number can run at once.
 """
