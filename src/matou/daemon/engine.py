@@ -40,7 +40,13 @@ def build_services(cfg: DaemonConfig) -> Services:
     svcs.system = SystemService(svcs, daemon_id)
     svcs.extra["db"] = db
     _optional_services(svcs)
-    # a crash may have left uncommitted unpacks: nothing references them
+    # a crash may have left uncommitted unpacks and half-removed containers: nothing references them
+    try:
+        from matou.daemon.services.containers.service import ContainersService
+
+        ContainersService.cleanup_orphans(dirs["run_containers"], db)
+    except Exception:
+        log.exception("cleaning up removed containers failed")
     try:
         image_svc.gc()
     except Exception:

@@ -121,6 +121,7 @@ class ContainersService:
         self._attach_event: dict[str, asyncio.Event] = {}
         self._last_exit: dict[str, int] = {}
         self._exits: dict[str, int] = {}  # exits seen per container, for wait(next-exit)
+        self._cleanups: set[asyncio.Task[None]] = set()
         self.traces: dict[str, dict[str, float]] = {}  # last start's step durations, popped by the API
 
     # ------------------------------------------------------------------ daemon lifecycle
@@ -147,6 +148,8 @@ class ContainersService:
 
     async def stop(self) -> None:
         self._stopping = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.settle(), 10)
         for t in list(self._restart_tasks.values()):
             t.cancel()
         for r in list(self.running.values()):
@@ -524,12 +527,14 @@ class ContainersService:
         if start_error:
             c.state.Error = start_error[0]
             self._save(c)
+        t_apply = time.monotonic()
         await self._after_exit(c, restart=start_error is None)
+        rec["after_exit_ms"] = (time.monotonic() - t_apply) * 1000
         if log.isEnabledFor(logging.DEBUG) and rec.get("monotonic_reaped"):
             r0 = rec["monotonic_reaped"]
-            log.debug("exit of %s: reaped->sent %.2f ms, ->received %.2f ms, ->handled %.2f ms", cid[:12],
-                      (rec.get("monotonic_sent", r0) - r0) * 1000, (rec["monotonic_received"] - r0) * 1000,
-                      (time.monotonic() - r0) * 1000)
+            log.debug("exit of %s: reaped->sent %.2f ms, ->received %.2f ms, ->handled %.2f ms (after_exit %.2f)",
+                      cid[:12], (rec.get("monotonic_sent", r0) - r0) * 1000, (rec["monotonic_received"] - r0) * 1000,
+                      (time.monotonic() - r0) * 1000, rec["after_exit_ms"])
 
     def _apply_exit(self, c: Container, rec: dict[str, Any]) -> None:
         c.state.Running = False
@@ -554,7 +559,7 @@ class ContainersService:
                 e.done.set()
 
     async def _after_exit(self, c: Container, restart: bool) -> None:
-        self._unmount(c)
+        self._background(c.id, self._unmount_later(c))
         nm = c.host_config.get("NetworkMode") or "bridge"
         if self.svcs.networks is not None and nm not in ("host", "none") and not nm.startswith("container:"):
             with contextlib.suppress(Exception):
@@ -814,19 +819,9 @@ class ContainersService:
         if c.id in self._restart_tasks:
             self._restart_tasks.pop(c.id).cancel()
         self._removed.add(c.id)
-        c.state.Status = "removing"
-        self._save(c)
-        self._unmount(c)
         with self.db.tx() as tx:
             tx.execute("DELETE FROM containers WHERE id=?", (c.id,))
         self._last_exit[c.id] = c.state.ExitCode
-        with contextlib.suppress(NotFound, Conflict):
-            self.snapshots.remove(f"container-{c.id}")
-        if self.svcs.networks is not None:
-            with contextlib.suppress(Exception):
-                await self.svcs.networks.on_remove(c)
-        shutil.rmtree(os.path.join(self.data_dir, c.id), ignore_errors=True)
-        shutil.rmtree(self.bundle_dir(c.id), ignore_errors=True)
         for e in [e for e in self.execs.values() if e.container_id == c.id]:
             self.execs.pop(e.id, None)
         if volumes and self.svcs.volumes is not None:
@@ -834,9 +829,60 @@ class ContainersService:
                 if m.get("Type") == "volume" and m.get("Name") and _is_anonymous(self.svcs.volumes, m["Name"]):
                     with contextlib.suppress(NotFound, Conflict):
                         self.svcs.volumes.remove(m["Name"])
-        self._locks.pop(c.id, None)
         self._publish("destroy", c)
         await self._notify()
+        # the record is gone; its files, mount, layer and network go off the caller's critical path
+        self._background(c.id, self._dispose(c))
+
+    def _background(self, cid: str, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _unmount_later(self, c: Container) -> None:
+        async with self._lock(c.id):
+            if c.id not in self.running:
+                await asyncio.to_thread(self._unmount, c)
+
+    async def _dispose(self, c: Container) -> None:
+        """Unmount, remove the read-write layer and the directories of a removed container."""
+        try:
+            async with self._lock(c.id):
+                await asyncio.to_thread(self._dispose_files, c)
+                if self.svcs.networks is not None:
+                    with contextlib.suppress(Exception):
+                        await self.svcs.networks.on_remove(c)
+        finally:
+            self._locks.pop(c.id, None)
+
+    def _dispose_files(self, c: Container) -> None:
+        self._unmount(c)
+        with contextlib.suppress(NotFound, Conflict):
+            self.snapshots.remove(f"container-{c.id}")
+        shutil.rmtree(os.path.join(self.data_dir, c.id), ignore_errors=True)
+        shutil.rmtree(self.bundle_dir(c.id), ignore_errors=True)
+
+    async def settle(self) -> None:
+        """Wait for background cleanups (tests, shutdown)."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+
+    @staticmethod
+    def cleanup_orphans(run_dir: str, db: Database) -> None:
+        """At start: unmount and drop bundle dirs of containers that no longer exist (a crash mid-removal)."""
+        if not os.path.isdir(run_dir):
+            return
+        known = {r["id"] for r in db.all("SELECT id FROM containers")}
+        for cid in os.listdir(run_dir):
+            if cid in known:
+                continue
+            root = os.path.join(run_dir, cid, "rootfs")
+            for _ in range(3):
+                if not (os.path.isdir(root) and is_mountpoint(root)):
+                    break
+                with contextlib.suppress(OSError):
+                    umount(root, MNT_DETACH)
+            shutil.rmtree(os.path.join(run_dir, cid), ignore_errors=True)
 
     async def prune(self, filters: str | None) -> dict[str, Any]:
         from matou.util import filters as flt
