@@ -96,7 +96,9 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float | None = None,
                 report.blobs.append((b.digest, b.size))
 
     sessions = idx.upload_ids()
+    present: set[str] = set()
     for u in storage.list_uploads():
+        present.add(u.upload_id)
         if u.mtime >= now - cfg.upload_ttl:
             continue
         report.uploads.append(u.upload_id)
@@ -104,6 +106,10 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float | None = None,
             storage.delete_upload(u.upload_id)
             if u.upload_id in sessions:
                 idx.delete_upload(u.upload_id)
+    if not dry_run:  # index rows whose bytes are gone (a crash between publishing and forgetting the session)
+        for upload_id, created in sessions.items():
+            if upload_id not in present and created < now - cfg.upload_ttl:
+                idx.delete_upload(upload_id)
     return report
 
 
