@@ -174,3 +174,31 @@ def test_pull_what_podman_pushed(daemon: Daemon, cncf: Cncf, client_env: dict[st
     daemon.cli("pull", ref, env=client_env)
     assert daemon.out("run", "--rm", ref, "/bin/busybox", "cat", "/etc/note").strip() == "from podman"
     daemon.cli("rmi", ref)
+
+
+def test_chunked_upload_and_range_reads(cncf: Cncf) -> None:
+    import hashlib
+
+    from matou.distribution.auth import Credentials
+    from matou.distribution.client import Registries
+    from matou.distribution.endpoints import endpoint_for
+    from matou.distribution.http import FileBody
+
+    data = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    regs = Registries()
+    try:
+        repo = regs.repository(endpoint_for(cncf.host, regs.settings), "team/chunks",
+                               Credentials(cncf.user or "", cncf.password or ""), push=True)
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            loc = repo.start_upload()
+            assert loc is not None
+            repo.upload(loc, FileBody(f, 0, len(data)), digest, chunk_size=64_000)
+        assert repo.blob_size(digest) == len(data)
+        resp, start = repo.open_blob(digest, 200_000)
+        with resp:
+            assert start == 200_000 and resp.read() == data[200_000:]
+    finally:
+        regs.close()

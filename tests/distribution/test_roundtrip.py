@@ -144,3 +144,16 @@ def test_push_of_an_imported_plain_layer_compresses_it_once(daemon: Daemon, open
     daemon.cli("pull", name)
     assert daemon.out("run", "--rm", name, "/bin/busybox", "cat", "/etc/imported").strip() == "yes"
     daemon.cli("rmi", name)
+
+
+def test_push_all_tags(daemon: Daemon, busybox: str, open_reg: Reg) -> None:
+    name = f"{open_reg.host}/bob/my_app"
+    for t in ("a", "b"):
+        daemon.cli("tag", busybox, f"{name}:{t}")
+    out = daemon.out("push", "-a", name)
+    assert "a: digest: sha256:" in out and "b: digest: sha256:" in out
+    tags = Client(open_reg.url).request("GET", "/v2/bob/my_app/tags/list").json()["tags"]
+    assert sorted(tags) == ["a", "b"]
+    r = daemon.cli("push", f"{name}:nope", check=False)
+    assert r.returncode == 1 and "does not exist locally" in r.stderr.decode()
+    daemon.cli("rmi", f"{name}:a", f"{name}:b")

@@ -51,6 +51,7 @@ from matou.util.ids import new_id
 CONFIG_LIMIT = 64 << 20
 LEASE_TTL = 24 * 3600.0
 _BUF = 1 << 20
+_REPORT_FROM = 1 << 16
 
 
 class KeyedLocks:
@@ -155,7 +156,8 @@ class _Counting(io.RawIOBase):
         n = self._f.readinto(b)
         if n:
             self._done += n
-            self._on_read(self._done)
+            if self._done >= _REPORT_FROM:  # not the few bytes read to sniff the compression
+                self._on_read(self._done)
         return n or 0
 
     def close(self) -> None:

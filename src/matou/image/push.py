@@ -299,8 +299,9 @@ def local_tags(images: ImageService, ref: Reference) -> list[Reference]:
         raise InvalidArgument("cannot push a digest reference")
     if ref.tag:
         return [ref] if images.lookup(str(ref)) is not None else []
-    rows = images.db.all("SELECT ref FROM image_refs WHERE kind='tag' AND ref LIKE ? ORDER BY ref",
-                         (ref.name.replace("%", r"\%").replace("_", r"\_") + ":%",))
+    pattern = ref.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+    rows = images.db.all("SELECT ref FROM image_refs WHERE kind='tag' AND ref LIKE ? ESCAPE '\\' ORDER BY ref",
+                         (pattern,))
     out = []
     for r in rows:
         p = reference.parse(r["ref"])
