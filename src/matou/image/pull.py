@@ -281,55 +281,51 @@ class Puller:
         lease.release()
         return result
 
+    def _config(self, repo: Repository, desc: oci.Descriptor) -> bytes:
+        content = self.images.content
+        if content.exists(desc.digest):
+            return content.read(desc.digest)
+        return repo.read_blob(desc.digest, CONFIG_LIMIT)
+
     def _pull_image(self, ref: Reference, repo: Repository, top: FetchedManifest, m_fetched: FetchedManifest,
                     manifest: oci.Manifest, platform: oci.Platform | None, lease: Lease,
                     tag_ref: bool) -> PullResult:
         content = self.images.content
         for d in [top.digest, m_fetched.digest, manifest.config.digest] + [x.digest for x in manifest.layers]:
             lease.add(d)
-        if content.exists(manifest.config.digest):
-            config_raw = content.read(manifest.config.digest)
-        else:
-            config_raw = repo.read_blob(manifest.config.digest, CONFIG_LIMIT)
-        try:
-            config = json.loads(config_raw)
-        except ValueError:
-            raise InvalidArgument(f"image config {manifest.config.digest} is not valid JSON") from None
-        if not isinstance(config, dict):
-            raise InvalidArgument(f"image config {manifest.config.digest} is not a JSON object")
-        if platform is not None and top.media_type not in oci.INDEX_TYPES:
-            have = oci.Platform(str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant"))
-            if not platform.matches(have):
-                raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
-                               f"platform: wanted {platform}, actual: {have}")
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        if len(diff_ids) != len(manifest.layers):
-            raise InvalidArgument(f"the manifest lists {len(manifest.layers)} layers but the image config "
-                                  f"{len(diff_ids)}")
         for d in manifest.layers:
             if d.media_type not in oci.LAYER_TYPES and d.media_type:
                 raise Unsupported(f"unsupported layer media type {d.media_type}")
             if d.urls and d.media_type in (oci.DOCKER_LAYER_FOREIGN,):
                 raise Unsupported("foreign layers (with urls) are not supported")
-        layers = [LayerSource(d.digest, d.media_type, d.size, diff) for d, diff in zip(manifest.layers, diff_ids,
-                                                                                         strict=True)]
-        chain = chain_ids(diff_ids)
-        previous = self.images.lookup(str(ref)) if tag_ref and not ref.digest else None
-        if ref.digest:
-            previous = self.images.lookup(f"{ref.name}@{ref.digest}")
-        missing: list[LayerSource] = []
-        for lyr, c in zip(layers, chain, strict=True):
-            id_ = short_id(lyr.digest)
-            if self.images.has_layer(c):
-                self.report.layer(id_, "Already exists")
-            elif lyr not in missing:
-                self.report.layer(id_, "Pulling fs layer")
-                missing.append(lyr)
         futures: dict[str, concurrent.futures.Future[None]] = {}
-        pool = concurrent.futures.ThreadPoolExecutor(max(1, min(len(missing), 8)), thread_name_prefix="pull")
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, min(len(manifest.layers) + 1, 9)),
+                                                     thread_name_prefix="pull")
         try:
-            for lyr in missing:
-                if lyr.digest not in futures:
+            # Blobs never seen here cannot belong to a layer we have: download them while the config comes.
+            # (Known blobs wait for the config, which tells whether their layer is already unpacked.)
+            db = self.images.db
+            known = {d.digest for d in manifest.layers
+                     if db.one("SELECT 1 FROM layer_blobs WHERE digest=?", (d.digest,)) is not None}
+            config_fut = pool.submit(self._config, repo, manifest.config)
+            for d in manifest.layers:
+                if d.digest not in known and d.digest not in futures and not content.exists(d.digest):
+                    self.report.layer(short_id(d.digest), "Pulling fs layer")
+                    futures[d.digest] = pool.submit(self.download, repo, LayerSource(d.digest, d.media_type,
+                                                                                     d.size, ""))
+            config_raw = config_fut.result()
+            layers = self._layers(ref, manifest, config_raw, platform, top)
+            chain = chain_ids([lyr.diff_id for lyr in layers])
+            previous = self.images.lookup(str(ref)) if tag_ref and not ref.digest else None
+            if ref.digest:
+                previous = self.images.lookup(f"{ref.name}@{ref.digest}")
+            for lyr, c in zip(layers, chain, strict=True):
+                if lyr.digest in futures:
+                    continue
+                if self.images.has_layer(c):
+                    self.report.layer(short_id(lyr.digest), "Already exists")
+                else:
+                    self.report.layer(short_id(lyr.digest), "Pulling fs layer")
                     futures[lyr.digest] = pool.submit(self.download, repo, lyr)
 
             def opener(lyr: LayerSource) -> Any:
@@ -367,6 +363,27 @@ class Puller:
         updated = previous is None or previous.id != img.id
         return PullResult(self.images.get(img.id), top.digest, updated, ref.familiar())
 
+    @staticmethod
+    def _layers(ref: Reference, manifest: oci.Manifest, config_raw: bytes, platform: oci.Platform | None,
+                top: FetchedManifest) -> list[LayerSource]:
+        """The manifest's layers with their diff ids from the config, after checking the two agree."""
+        try:
+            config = json.loads(config_raw)
+        except ValueError:
+            raise InvalidArgument(f"image config {manifest.config.digest} is not valid JSON") from None
+        if not isinstance(config, dict):
+            raise InvalidArgument(f"image config {manifest.config.digest} is not a JSON object")
+        if platform is not None and top.media_type not in oci.INDEX_TYPES:
+            have = oci.Platform(str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant"))
+            if not platform.matches(have):
+                raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
+                               f"platform: wanted {platform}, actual: {have}")
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(manifest.layers):
+            raise InvalidArgument(f"the manifest lists {len(manifest.layers)} layers but the image config "
+                                  f"{len(diff_ids)}")
+        return [LayerSource(d.digest, d.media_type, d.size, diff)
+                for d, diff in zip(manifest.layers, diff_ids, strict=True)]
 
 def pull(images: ImageService, transfers: Transfers, ref: Reference, creds: Credentials, report: Reporter, *,
          platform: oci.Platform | None = None, all_tags: bool = False,
