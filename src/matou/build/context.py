@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from matou.build.filestore import REF_XATTR, FileStore
 from matou.errors import InvalidArgument, NotFound
 from matou.layers import tarfmt as T
 from matou.layers.compression import decompressing_reader
@@ -126,8 +127,11 @@ class BuildContext:
 
     # ------------------------------------------------------------------ receive
     @classmethod
-    def receive(cls, src: BinaryIO, root: str) -> BuildContext:
-        """Unpack a context tar (plain, gzip, bzip2, xz or zstd) into the empty directory ``root``."""
+    def receive(cls, src: BinaryIO, root: str, store: FileStore | None = None) -> BuildContext:
+        """Unpack a context tar (plain, gzip, bzip2, xz or zstd) into the empty directory ``root``.
+
+        With a ``store``, file contents go through it (hashed on arrival, linked from there), and entries that
+        carry the ``user.matou.ref`` xattr are linked from it without any data in the tar."""
         os.makedirs(root, 0o755, exist_ok=True)
         index: dict[str, Entry] = {}
         links: set[str] = set()
@@ -157,8 +161,20 @@ class BuildContext:
             elif tf in (T.REGTYPE, T.AREGTYPE, T.CONTTYPE):
                 if name in index:
                     _remove(path)
-                digest = _write_file(reader, path, e.size, mode, e.uid, e.gid)
-                index[name] = Entry(name, "file", mode, e.uid, e.gid, e.size, digest, e.mtime_ns // 1_000_000_000)
+                ref = _ref(e.xattrs) if e.xattrs and store is not None else None
+                size = e.size
+                if ref is not None and store is not None:
+                    digest, size = ref
+                    store.link(digest, size, path)
+                    reader.skip(e.size)
+                elif store is not None:
+                    try:
+                        digest = store.ingest(e.size, reader.take, path)
+                    except EOFError:
+                        raise InvalidArgument("the build context tar is truncated") from None
+                else:
+                    digest = _write_file(reader, path, e.size, mode, e.uid, e.gid)
+                index[name] = Entry(name, "file", mode, e.uid, e.gid, size, digest, e.mtime_ns // 1_000_000_000)
             elif tf == T.SYMTYPE:
                 if name in index:
                     _remove(path)
@@ -293,10 +309,56 @@ class BuildContext:
             out.append(p)
         return out
 
+    def materialize(self, rel: str, dest: str) -> str:
+        """A real copy of a context path with the metadata of the index (files on disk may be shared links with
+        other modes), for RUN --mount=type=bind. Returns the path of the copy."""
+        import shutil
+
+        ent = self.get(rel)
+        if ent is None:
+            raise NotFound(f"{rel or '.'}: not in the build context")
+        if ent.kind != "dir":
+            if ent.kind == "symlink":
+                os.symlink(ent.digest, dest)
+            else:
+                shutil.copyfile(os.path.join(self.root, rel), dest)
+                os.chmod(dest, ent.mode)
+                os.chown(dest, ent.uid, ent.gid)
+            return dest
+        os.makedirs(dest, 0o755)
+        cut = len(rel) + 1 if rel else 0
+        dirs: list[tuple[str, Entry]] = [(dest, ent)]
+        for e in self.walk(rel):
+            p = os.path.join(dest, e.path[cut:])
+            if e.kind == "dir":
+                os.makedirs(p, 0o755, exist_ok=True)
+                dirs.append((p, e))
+            elif e.kind == "symlink":
+                os.symlink(e.digest, p)
+                os.chown(p, e.uid, e.gid, follow_symlinks=False)
+            else:
+                shutil.copyfile(os.path.join(self.root, e.path), p)
+                os.chmod(p, e.mode)
+                os.chown(p, e.uid, e.gid)
+        for p, e in reversed(dirs):
+            os.chmod(p, e.mode)
+            os.chown(p, e.uid, e.gid)
+        return dest
+
     def close(self) -> None:
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _ref(xattrs: list[tuple[bytes, bytes]]) -> tuple[str, int] | None:
+    for k, v in xattrs:
+        if k == REF_XATTR:
+            hexd, _, size = v.decode("ascii", "replace").partition(":")
+            if not size.isdigit():
+                raise InvalidArgument(f"invalid content reference {v!r} in the build context")
+            return hexd, int(size)
+    return None
 
 
 def has_glob(s: str) -> bool:

@@ -21,10 +21,12 @@ import codecs
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import shutil
 import signal as _signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +58,7 @@ from matou.util.dockerignore import Matcher
 from matou.util.ids import new_id
 
 SIGNALS = {s.name for s in _signal.Signals}
+log = logging.getLogger("matoud.build")
 
 
 class StepFailed(MatouError):
@@ -294,12 +297,15 @@ class Builder:
                 pulled = await self.backend.pull(ref, self.opts.auth, self.emit)
             except MatouError as e:
                 if img is None:
-                    if not pull:
+                    if pull:
                         local = await asyncio.to_thread(self.images.lookup, ref)
                         if local is not None:
+                            await self.say(f"[Warning] could not pull {ref} ({e}); using the local image\n")
                             self.external[ref] = local.id
                             return local.id
-                    raise self._at(ins, e) from None
+                    what = "invalid from flag value" if isinstance(ins, I.Copy) else "unable to pull"
+                    raise self._at(ins, type(e)(f"{what} {ref}: no such stage or local image, and pulling it "
+                                                f"failed: {e.message}")) from None
                 pulled = None
             if pulled is None and pull:
                 img = await asyncio.to_thread(self.images.lookup, ref)
@@ -380,8 +386,10 @@ class Builder:
 
     # ------------------------------------------------------------------ dispatch
     async def _dispatch(self, st: StageState, ins: I.Instruction) -> None:
+        t0 = time.perf_counter()
         try:
             await self._dispatch_one(st, ins)
+            log.debug("step %s took %.1f ms", str(ins)[:60], (time.perf_counter() - t0) * 1000)
         except DockerfileError:
             raise
         except (MatouError, OSError, ValueError) as e:
@@ -828,10 +836,11 @@ class Builder:
 
             src = resolve_in_root(root, "/" + src_rel)
         else:
-            src = os.path.join(self.ctx.root, self.ctx.resolve(src_rel)) if src_rel else self.ctx.root
+            src = await asyncio.to_thread(self.ctx.materialize, self.ctx.resolve(src_rel) if src_rel else "",
+                                          os.path.join(scratch, "bind-" + new_id()[:8]))
         if not os.path.exists(src):
             raise NotFound(f"bind mount source {m.source!r} does not exist")
-        if not m.readonly:
+        if not m.readonly and m.from_:
             copy_dir = os.path.join(scratch, "rw-" + new_id()[:8])
             if os.path.isdir(src):
                 shutil.copytree(src, copy_dir, symlinks=True)

@@ -485,7 +485,7 @@ def parse_duration(s: str) -> int:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s):
-        raise ValueError(f'time: invalid duration "{s}"' if pos else f'time: missing unit in duration "{s}"')
+        raise ValueError(f'time: invalid duration "{s}"')
     return int(total)
 
 

@@ -103,6 +103,8 @@ class Matcher:
             if exc and not body:
                 raise ValueError('illegal exclusion pattern: "!"')
             body = clean(body)
+            if len(body) > 1 and body.startswith("/"):
+                body = body[1:]
             self.patterns.append((exc, body, compile_pattern(body)))
         self.has_exceptions = any(e for e, _b, _r in self.patterns)
 

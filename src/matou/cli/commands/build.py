@@ -170,8 +170,8 @@ def _file_entries(path: str, arcname: bytes, st: os.stat_result, out: _Out) -> I
             yield c
 
 
-def context_tar(root: str, extra: dict[bytes, bytes], keep: list[str], out: _Out) -> Iterator[bytes]:
-    """The build context ``root`` as a tar stream; ``extra`` adds files (name -> content) at the start."""
+def walk_context(root: str, keep: list[str]) -> list[tuple[str, str, os.stat_result]]:
+    """(host path, relative path, lstat) of everything the context sends, sorted, .dockerignore applied."""
     from matou.util.dockerignore import Matcher, load
 
     m = load(root)
@@ -179,10 +179,7 @@ def context_tar(root: str, extra: dict[bytes, bytes], keep: list[str], out: _Out
         always = ["!" + k for k in keep if m.excluded(k)]
         if always:
             m = Matcher(m.raw + always)
-    for name, data in extra.items():
-        c = out.add(tar_header(name, 0o600, len(data), 0) + data + bytes(-len(data) % BLOCK))
-        if c:
-            yield c
+    out: list[tuple[str, str, os.stat_result]] = []
     stack: list[tuple[str, str]] = [(root, "")]
     while stack:
         d, rel = stack.pop()
@@ -201,30 +198,128 @@ def context_tar(root: str, extra: dict[bytes, bytes], keep: list[str], out: _Out
             excluded = bool(m) and m.excluded(r)
             if excluded and not (stat.S_ISDIR(st.st_mode) and m.may_include_under(r)):
                 continue
-            arc = os.fsencode(r)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(st.st_mode):
                 if not excluded:
-                    c = out.add(tar_header(arc + b"/", mode, 0, int(st.st_mtime), b"5"))
-                    if c:
-                        yield c
+                    out.append((p, r, st))
                 subdirs.append((p, r))
-            elif stat.S_ISREG(mode):
-                if not os.access(p, os.R_OK):
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if stat.S_ISREG(st.st_mode) and not os.access(p, os.R_OK):
                     raise SystemExit(fail(f"error checking context: can't open '{p}': permission denied"))
-                yield from _file_entries(p, arc, st, out)
-            elif stat.S_ISLNK(mode):
-                c = out.add(tar_header(arc, 0o777, 0, int(st.st_mtime), b"2", os.fsencode(os.readlink(p))))
-                if c:
-                    yield c
+                out.append((p, r, st))
             # sockets, fifos and devices are not part of a context (docker skips them too)
         stack.extend(reversed(subdirs))
+    return out
+
+
+class HashCache:
+    """sha256 of context files, keyed by what changes when a file does (size, mtime, ctime, inode): like git's
+    index, so an unchanged file is not read again. Files modified in the last seconds are not remembered (their
+    timestamps could still hide a second change)."""
+
+    def __init__(self, root: str) -> None:
+        import hashlib
+
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        key = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:24]
+        self.path = os.path.join(base, "matou", "build-context", key + ".json")
+        self.old: dict[str, list[Any]] = {}
+        self.new: dict[str, list[Any]] = {}
+        try:
+            with open(self.path, "rb") as f:
+                data = json.loads(f.read())
+            if isinstance(data, dict):
+                self.old = data
+        except (OSError, ValueError):
+            pass
+
+    def digest(self, path: str, rel: str, st: os.stat_result) -> str:
+        import hashlib
+        import time
+
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        hit = self.old.get(rel)
+        if hit and hit[:5] == sig:
+            self.new[rel] = hit
+            return str(hit[5])
+        h = hashlib.sha256()
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                b = f.read(CHUNK)
+                if not b:
+                    break
+                h.update(b)
+        hexd = h.hexdigest()
+        if time.time() - max(st.st_mtime, st.st_ctime) > 2:
+            self.new[rel] = sig + [hexd]
+        return hexd
+
+    def save(self) -> None:
+        if self.new == self.old:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(json.dumps(self.new))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+def _ref_header(arc: bytes, st: os.stat_result, hexd: str) -> bytes:
+    rec = _pax_record(b"SCHILY.xattr.user.matou.ref", f"{hexd}:{st.st_size}".encode())
+    return (_block(b"PaxHeaders/" + arc[-80:], 0o644, len(rec), int(st.st_mtime), b"x", b"", b"")
+            + rec + bytes(-len(rec) % BLOCK) + tar_header(arc, st.st_mode, 0, int(st.st_mtime)))
+
+
+def context_tar(entries: list[tuple[str, str, os.stat_result]], extra: dict[bytes, bytes],
+                refs: dict[str, str], out: _Out) -> Iterator[bytes]:
+    """The build context as a tar stream: ``extra`` files (name -> content) first, then ``entries``; files in
+    ``refs`` (relative path -> sha256 the daemon already has) travel as references without their data."""
+    for name, data in extra.items():
+        c = out.add(tar_header(name, 0o600, len(data), 0) + data + bytes(-len(data) % BLOCK))
+        if c:
+            yield c
+    for p, r, st in entries:
+        arc = os.fsencode(r)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            c = out.add(tar_header(arc + b"/", mode, 0, int(st.st_mtime), b"5"))
+        elif stat.S_ISLNK(mode):
+            c = out.add(tar_header(arc, 0o777, 0, int(st.st_mtime), b"2", os.fsencode(os.readlink(p))))
+        elif r in refs:
+            c = out.add(_ref_header(arc, st, refs[r]))
+        else:
+            yield from _file_entries(p, arc, st, out)
+            continue
+        if c:
+            yield c
     tail = out.add(bytes(2 * BLOCK))
     if tail:
         yield tail
     rest = out.flush()
     if rest:
         yield rest
+
+
+def _known_contents(ctx: Ctx, entries: list[tuple[str, str, os.stat_result]], root: str) -> dict[str, str]:
+    """Files whose content the daemon already has (matou's ``POST /build/check``); {} against other daemons."""
+    from matou.client.http import APIError
+
+    files = [(p, r, st) for p, r, st in entries if stat.S_ISREG(st.st_mode)]
+    if not files:
+        return {}
+    cache = HashCache(root)
+    digests = {r: cache.digest(p, r, st) for p, r, st in files}
+    sizes = {r: st.st_size for _p, r, st in files}
+    try:
+        res = ctx.client.post_json("/build/check", None,
+                                   {"files": sorted({(d, sizes[r]) for r, d in digests.items()})})
+    except APIError:
+        return {}
+    cache.save()
+    missing = set((res or {}).get("missing") or [])
+    return {r: d for r, d in digests.items() if d not in missing}
 
 
 def _stdin_chunks(first: bytes) -> Iterator[bytes]:
@@ -348,7 +443,9 @@ def build(ctx: Ctx, argv: list[str]) -> int:
             else:
                 dockerfile = rel
                 keep.append(rel)
-        body = context_tar(root, extra, keep, out)
+        entries = walk_context(root, keep)
+        refs = _known_contents(ctx, entries, root)
+        body = context_tar(entries, extra, refs, out)
         if opts["compress"]:
             body = _gzip(body)
     if dockerfile:

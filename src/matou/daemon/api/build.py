@@ -99,6 +99,20 @@ def _duration(v: str) -> float:
         raise InvalidArgument(f"invalid until value {v!r}: use a duration such as 24h") from None
 
 
+async def check(request: web.Request) -> web.StreamResponse:
+    """matou: ``{"files": [[sha256 hex, size], ...]}`` -> ``{"missing": [hex, ...]}`` (see build.filestore)."""
+    svcs = services(request)
+    if svcs.builds is None:
+        raise Unsupported("this daemon has no builder")
+    try:
+        body = await request.json()
+        items = [(str(h), int(n)) for h, n in body.get("files") or []]
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidArgument('the body must be {"files": [[sha256 hex, size], ...]}') from None
+    missing = await asyncio.to_thread(svcs.builds.missing, items)
+    return web.json_response({"missing": missing})
+
+
 async def cancel(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
@@ -107,3 +121,4 @@ def register(r: Router) -> None:
     r.post("/build", build)
     r.post("/build/prune", prune)
     r.post("/build/cancel", cancel)
+    r.post("/build/check", check)

@@ -13,12 +13,14 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from typing import Any, BinaryIO
 
 from matou.build.backend import CreatedFn, Emit, OutputFn, RunResult, RunSpec
 from matou.build.cache import BuildCache
 from matou.build.context import BuildContext
 from matou.build.dispatch import Builder
+from matou.build.filestore import FileStore
 from matou.build.options import BuildOptions
 from matou.daemon.services import Services
 from matou.errors import InvalidArgument, MatouError, NotFound
@@ -28,6 +30,7 @@ from matou.util.ids import new_id
 from matou.util.mount import MNT_DETACH, mounts_under, umount
 
 log = logging.getLogger("matoud.builds")
+CONTEXT_FILES_MAX_AGE = 7 * 24 * 3600
 
 
 class ContainerBackend:
@@ -121,6 +124,7 @@ class BuildsService:
         self.cache_mounts = os.path.join(self.root, "cache-mounts")
         for d in (self.root, self.tmp, self.cache_mounts):
             os.makedirs(d, 0o700, exist_ok=True)
+        self.files = FileStore(os.path.join(self.root, "files"))
         self.backend = ContainerBackend(svcs)
         self._running = 0
 
@@ -136,6 +140,7 @@ class BuildsService:
                 if s.key.startswith("build-") and s.kind == "active":
                     with contextlib.suppress(MatouError):
                         self.images.snapshots.remove(s.key)
+            self.files.expire(CONTEXT_FILES_MAX_AGE)
 
         await asyncio.to_thread(clean)
 
@@ -146,7 +151,10 @@ class BuildsService:
         self._running += 1
         ctx: BuildContext | None = None
         try:
-            ctx = await asyncio.to_thread(BuildContext.receive, body, os.path.join(workdir, "context"))
+            t0 = time.perf_counter()
+            ctx = await asyncio.to_thread(BuildContext.receive, body, os.path.join(workdir, "context"), self.files)
+            log.debug("build context received in %.1f ms (%d entries)", (time.perf_counter() - t0) * 1000,
+                      len(ctx.entries))
             ctx.load_dockerignore(opts.dockerfile)
             text = await asyncio.to_thread(_dockerfile, ctx, opts.dockerfile)
             builder = Builder(images=self.images, backend=self.backend, cache=self.cache, context=ctx, options=opts,
@@ -156,6 +164,10 @@ class BuildsService:
             self._running -= 1
             loop = asyncio.get_running_loop()
             loop.run_in_executor(None, _remove_tree, workdir)
+
+    def missing(self, items: list[tuple[str, int]]) -> list[str]:
+        """Which context file contents (sha256 hex, size) the daemon lacks (matou's CLI sends only those)."""
+        return self.files.missing(items)
 
     # ------------------------------------------------------------------ cache
     def df(self) -> list[dict[str, Any]]:
@@ -192,31 +204,35 @@ class BuildsService:
         import time
 
         svc = self.images
-        used = self._used_images()
-        entries = self.cache.entries()
-        doomed = [e for e in entries if (all_ or e.image_id not in used)
-                  and (until is None or e.last_used < time.time() - until)]
         before = int(svc.db.scalar("SELECT COALESCE(SUM(size),0) FROM layers") or 0)
-        self.cache.forget([e.key for e in doomed])
-        candidates = {e.image_id for e in doomed if e.image_id not in used}
-        progress = True
-        while progress:
-            progress = False
-            for image_id in list(candidates):
-                if not svc.exists(image_id):
-                    candidates.discard(image_id)
-                    continue
-                img = svc.get(image_id)
-                if img.refs or svc.children(image_id) or svc.in_use(image_id):
-                    continue
-                with contextlib.suppress(MatouError):
-                    svc.remove(image_id, prune=False)
-                    candidates.discard(image_id)
-                    progress = True
+        forgotten: list[str] = []
+        while True:  # removing step images can leave more entries unused: repeat until nothing changes
+            used = self._used_images()
+            doomed = [e for e in self.cache.entries() if (all_ or e.image_id not in used)
+                      and (until is None or e.last_used < time.time() - until)]
+            if not doomed:
+                break
+            self.cache.forget([e.key for e in doomed])
+            forgotten += [e.key for e in doomed]
+            candidates = {e.image_id for e in doomed if e.image_id not in used}
+            progress = True
+            while progress:
+                progress = False
+                for image_id in list(candidates):
+                    if not svc.exists(image_id):
+                        candidates.discard(image_id)
+                        continue
+                    img = svc.get(image_id)
+                    if img.refs or svc.children(image_id) or svc.in_use(image_id):
+                        continue
+                    with contextlib.suppress(MatouError):
+                        svc.remove(image_id, prune=False)
+                        candidates.discard(image_id)
+                        progress = True
         res = svc.gc()
         after = int(svc.db.scalar("SELECT COALESCE(SUM(size),0) FROM layers") or 0)
-        freed = max(0, before - after) + int(res.get("bytes", 0))
-        return {"CachesDeleted": [e.key.removeprefix("sha256:")[:25] for e in doomed] or None,
+        freed = max(0, before - after) + int(res.get("bytes", 0)) + self.files.prune()
+        return {"CachesDeleted": [k.removeprefix("sha256:")[:25] for k in forgotten] or None,
                 "SpaceReclaimed": freed}
 
 
