@@ -219,10 +219,14 @@ class RegistryClient:
                 self.fail(resp, f"login to {self.endpoint.host}")
         return refresh
 
-    def search(self, term: str, limit: int) -> dict[str, object]:
-        """Docker Hub's ``GET /v1/search`` shape."""
+    def search(self, term: str, limit: int, authenticate: bool = True) -> dict[str, object]:
+        """Docker Hub's ``GET /v1/search`` shape. Without ``authenticate`` (Docker Hub's index, which ignores
+        credentials) the request goes straight out over HTTPS, with no ``/v2/`` probe and no token."""
         q = urlencode({"q": term, "n": str(limit)})
-        resp = self.request("GET", f"/v1/search?{q}", ("registry:catalog:search",))
+        if authenticate:
+            resp = self.request("GET", f"/v1/search?{q}", ("registry:catalog:search",))
+        else:
+            resp = self.http.request("GET", f"https://{self.endpoint.host}/v1/search?{q}")
         with resp:
             if resp.status == 404:
                 resp.close()

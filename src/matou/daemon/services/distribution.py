@@ -121,11 +121,9 @@ class DistributionService:
         official = flt.bool_value(f["is-official"], "is-official") if "is-official" in f else None
         automated = flt.bool_value(f["is-automated"], "is-automated") if "is-automated" in f else None
         index, query = split_search_term(term)
-        if is_docker_hub(index):
-            client = self.registries.client(Endpoint(HUB_INDEX), Credentials())
-        else:
-            client = self.registries.client(endpoint_for(index, self.registries.settings), creds)
-        data = client.search(query, limit)
+        hub = is_docker_hub(index)
+        ep = Endpoint(HUB_INDEX) if hub else endpoint_for(index, self.registries.settings)
+        data = self.registries.client(ep, creds).search(query, limit, authenticate=not hub)
         out: list[dict[str, Any]] = []
         for r in data.get("results") or []:  # type: ignore[union-attr]
             if not isinstance(r, dict):
