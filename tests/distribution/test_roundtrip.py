@@ -157,3 +157,26 @@ def test_push_all_tags(daemon: Daemon, busybox: str, open_reg: Reg) -> None:
     r = daemon.cli("push", f"{name}:nope", check=False)
     assert r.returncode == 1 and "does not exist locally" in r.stderr.decode()
     daemon.cli("rmi", f"{name}:a", f"{name}:b")
+
+
+
+def test_push_fetches_a_blob_missing_here_from_where_it_came_from(daemon: Daemon, open_reg: Reg, auth_reg: Reg,
+                                                                  client_env: dict[str, str]) -> None:
+    """A layer can be here without its blob (it already existed, under another compression, when the image was
+    pulled); a push then brings the blob from the repository it came from."""
+    import os
+
+    img = busybox_image("refetched")
+    assert Client(open_reg.url).push_image("bob/src", img, "1").status_code == 201
+    src = f"{open_reg.host}/bob/src:1"
+    daemon.cli("pull", src)
+    blob = sha(img.layers[0])
+    os.unlink(os.path.join(daemon.data_root, "content", "blobs", "sha256", blob.split(":")[1]))
+    target = f"{auth_reg.host}/alice/refetched:1"
+    daemon.cli("tag", src, target)
+    login(daemon, client_env, auth_reg.host, "alice")
+    open_reg.proxy.reset()
+    out = daemon.out("push", target, env=client_env)
+    assert ": Pushed" in out
+    assert open_reg.proxy.requests("GET", f"/v2/bob/src/blobs/{blob}")
+    daemon.cli("rmi", src, target)
