@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from tests.conftest import Daemon
 from tests.distribution.conftest import Reg, app_image, login
@@ -180,3 +181,25 @@ def test_push_fetches_a_blob_missing_here_from_where_it_came_from(daemon: Daemon
     assert ": Pushed" in out
     assert open_reg.proxy.requests("GET", f"/v2/bob/src/blobs/{blob}")
     daemon.cli("rmi", src, target)
+
+
+def test_concurrent_pulls_of_one_image_download_each_blob_once(daemon: Daemon, open_reg: Reg) -> None:
+    import subprocess
+
+    from tests.conftest import PY, _env
+
+    with open("/bin/busybox", "rb") as f:
+        base = tar_layer({"bin/busybox": f.read()})
+    img = make_image([base, tar_layer({"data.bin": os.urandom(4 << 20)})])
+    assert Client(open_reg.url).push_image("bob/twice", img, "1").status_code == 201
+    name = f"{open_reg.host}/bob/twice:1"
+    open_reg.proxy.reset()
+    procs = [subprocess.Popen([PY, "-m", "matou", "pull", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=_env({"MATOU_HOST": daemon.host})) for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for layer in img.layers:
+        assert len(open_reg.proxy.requests("GET", f"/blobs/{sha(layer)}")) == 1
+    assert daemon.out("run", "--rm", name, "/bin/busybox", "stat", "-c", "%s", "/data.bin").strip() == str(4 << 20)
+    daemon.cli("rmi", name)

@@ -175,6 +175,8 @@ class ImageService:
             lk.acquire()
         try:
             todo = [(i, lyr, c) for i, lyr, c in todo if not self.has_layer(c)]
+            if not todo:  # a concurrent unpack (another pull of the same image) did it while we waited
+                return chain
             keys: dict[int, str] = {}
 
             def work(item: tuple[int, LayerSource, str]) -> tuple[int, int]:
