@@ -328,3 +328,21 @@ def test_scratch_and_workdir_layers(daemon: Daemon, build: Build, tmp_path: str)
     assert img["Config"]["WorkingDir"] == "/a/b/c" and len(img["RootFS"]["Layers"]) == 3
     out = daemon.out("run", "--rm", "--network", "none", "--entrypoint", "/bin/busybox", "bt-scratch", "pwd")
     assert out.strip() == "/a/b/c"
+
+
+def test_escape_directive_platform_args_pull_and_df(daemon: Daemon, build: Build, tmp_path: str) -> None:
+    ctx = write_context(os.path.join(str(tmp_path), "e"), {"Dockerfile": (
+        "# escape=`\nARG BASE=busybox\nFROM --platform=$BUILDPLATFORM $BASE\nARG TARGETARCH\nARG TARGETOS\n"
+        "ENV ARCH=$TARGETARCH/$TARGETOS P=C:`\\dir Q=`$notvar\nRUN echo one `\n  two > /words\n")})
+    r = build(ctx, "--network", "none", "--pull", "-t", "bt-escape")
+    assert "could not pull busybox" in r.stdout  # no registry here: --pull falls back to the local image
+    env = inspect(daemon, "bt-escape")["Config"]["Env"]
+    import platform as _p
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(_p.machine(), _p.machine())
+    assert f"ARCH={arch}/linux" in env and "P=C:\\dir" in env and "Q=$notvar" in env
+    assert sh(daemon, "bt-escape", "cat /words") == "one two\n"
+    rows = daemon.api().get_json("/system/df")["BuildCache"]
+    assert any(row["Description"].startswith("|2 TARGETARCH=") for row in rows)
+    assert all({"ID", "Type", "Size", "CreatedAt", "LastUsedAt", "UsageCount", "InUse", "Shared"} <= set(row)
+               for row in rows)

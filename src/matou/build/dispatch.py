@@ -134,11 +134,16 @@ class Builder:
         fn = os.path.basename(self.opts.dockerfile) or "Dockerfile"
         df = I.parse_dockerfile(parse(text, fn))
         self.df = df
+        self.lex = Lexer(df.escape)
+        self.meta = automatic_args(self.opts.platform)
         for w in df.warnings:
             await self.say(w + "\n")
         try:
             return await self._build(df)
         except BaseException:
+            if self.opts.quiet:  # as dockerd does: what was held back helps to understand the failure
+                with contextlib.suppress(Exception):
+                    await self.flush_quiet()
             await self._rollback()
             raise
 
@@ -937,6 +942,21 @@ class Builder:
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
+def automatic_args(platform: str) -> dict[str, str | None]:
+    """BuildKit's automatic platform ARGs (usable in FROM lines, and in a stage after ``ARG NAME``)."""
+    from matou.types.oci import Platform
+
+    host = Platform.host()
+    target = Platform.parse(platform) if platform else host
+    out: dict[str, str | None] = {}
+    for prefix, p in (("BUILD", host), ("TARGET", target)):
+        out[prefix + "PLATFORM"] = f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+        out[prefix + "OS"] = p.os
+        out[prefix + "ARCH"] = p.architecture
+        out[prefix + "VARIANT"] = p.variant or ""
+    return out
+
+
 def _heredoc_word(w: str) -> str | None:
     import re
 
