@@ -143,7 +143,7 @@ class TarWriter:
         if xattrs is None and not stat.S_ISREG(st.st_mode):
             xattrs = _xattrs(dfd, base)
         mode = st.st_mode
-        common = {"mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime)}
+        common = {"mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid, "mtime": st.st_mtime_ns // 1_000_000_000}
         if is_dir:
             self._emit(T.build_header(name + b"/", size=0, typeflag=T.DIRTYPE, xattrs=xattrs, **common))
             return
@@ -281,7 +281,7 @@ def _walk(w: TarWriter, dfd: int, prefix: bytes, *, overlay: bool) -> None:
             if overlay and stat.S_ISCHR(mode) and st.st_rdev == 0:
                 head, _, tail = name.rpartition(b"/")
                 w.add_empty((head + b"/" if head else b"") + WH_PREFIX + tail, mode=0o600, uid=st.st_uid,
-                            gid=st.st_gid, mtime=int(st.st_mtime))
+                            gid=st.st_gid, mtime=st.st_mtime_ns // 1_000_000_000)
                 continue
             if stat.S_ISSOCK(mode):
                 continue
@@ -293,7 +293,7 @@ def _walk(w: TarWriter, dfd: int, prefix: bytes, *, overlay: bool) -> None:
                     w.add(name, st, dfd=cur, base=base, xattrs=_xattrs(cur, base, sub), is_dir=True)
                     if overlay and _xattr_value(sub, OPAQUE_XATTR) == b"y":
                         w.add_empty(name + b"/" + WH_OPAQUE, mode=stat.S_IMODE(mode) & 0o777, uid=st.st_uid,
-                                    gid=st.st_gid, mtime=int(st.st_mtime))
+                                    gid=st.st_gid, mtime=st.st_mtime_ns // 1_000_000_000)
                     stack.append((sub, name, iter(_sorted_names(sub))))
                 except BaseException:
                     os.close(sub)
