@@ -16,10 +16,31 @@ import urllib.parse
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from matou.errors import InvalidArgument
 from matou.layers import tarfmt as T
-from matou.layers.stream import TarStream
+
+
+class TarSource(Protocol):
+    """What :func:`entries` reads from: :class:`matou.layers.stream.TarStream`, or a caller's own reader."""
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed so far (for messages)."""
+        ...
+
+    def read(self, n: int) -> bytes:
+        """Exactly n bytes; b"" at a clean end of stream; EOFError when it ends in between."""
+        ...
+
+    def skip(self, n: int) -> None:
+        """Consume n bytes; EOFError when the stream ends first."""
+        ...
+
+    def drain(self, limit: int) -> int:
+        """Consume the rest (at most ``limit`` bytes, else InvalidArgument); returns how many there were."""
+        ...
 
 MAX_META = 1 << 20  # PAX / GNU long-name payloads: a name is never a megabyte; refusing bounds memory
 MAX_META_CHAIN = 64
@@ -61,7 +82,7 @@ def _after(last: Entry | None) -> str:
     return f"entry {last.describe()!r}" if last is not None else "the start of the archive"
 
 
-def entries(stream: TarStream, *, trailing_limit: int = TRAILING_LIMIT) -> Iterator[Entry]:
+def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Iterator[Entry]:
     """Yield entries in archive order. The consumer must read or skip exactly ``entry.size`` bytes of data
     before asking for the next entry; padding is skipped here.
 
@@ -196,7 +217,7 @@ def entries(stream: TarStream, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
                 raise _truncated(f"the data of {_after(last)}")
 
 
-def _skip(stream: TarStream, size: int, last: str) -> None:
+def _skip(stream: TarSource, size: int, last: str) -> None:
     try:
         stream.skip(size + (-size % T.BLOCK))
     except EOFError:
