@@ -4,6 +4,7 @@ and history; multi-stage builds; build args; contexts (.dockerignore, stdin, -f)
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import os
 import tarfile
@@ -346,3 +347,26 @@ def test_escape_directive_platform_args_pull_and_df(daemon: Daemon, build: Build
     assert any(row["Description"].startswith("|2 TARGETARCH=") for row in rows)
     assert all({"ID", "Type", "Size", "CreatedAt", "LastUsedAt", "UsageCount", "InUse", "Shared"} <= set(row)
                for row in rows)
+
+
+def test_default_network_run_leaves_no_runtime_files(daemon: Daemon, build: Build, tmp_path: str) -> None:
+    ctx = write_context(os.path.join(str(tmp_path), "n"), {"Dockerfile": (
+        "FROM busybox\nRUN cat /etc/hosts > /hosts-seen && ls /proc/self > /dev/null\n")})
+    build(ctx, "-t", "bt-default-net")
+    out = sh(daemon, "bt-default-net", "wc -c < /hosts-seen; wc -c < /etc/resolv.conf")
+    seen, resolv = out.split()
+    assert int(seen) > 0  # the container had Docker's /etc/hosts...
+    layer_files = daemon.api().get_json("/images/bt-default-net/history")[0]
+    assert layer_files["Size"] > 0
+    # ...but the image keeps its own (empty) /etc files: runtime mounts never reach a layer
+    r = daemon.cli("save", "bt-default-net", check=True)
+    import io
+    import tarfile
+
+    names: list[str] = []
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        top = manifest[0]["Layers"][-1]
+        with tarfile.open(fileobj=outer.extractfile(top)) as layer:  # type: ignore[arg-type]
+            names = layer.getnames()
+    assert names == ["hosts-seen"]

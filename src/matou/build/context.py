@@ -1,12 +1,14 @@
-"""The build context: a tar received from the client, unpacked once, indexed and content-hashed while it streams.
+"""The build context: a tar received from the client, indexed and content-hashed while it streams.
 
 Why hash while receiving: a fully cached rebuild still needs the content of every COPY source, and hashing the
-bytes as they arrive (in the thread that writes them) costs no second read. The index keeps, per path, the
-kind, mode, owner, size and sha256 of the content: the cache key of a COPY (never the mtime).
+bytes as they arrive (in the thread that reads them) costs no second read. The index keeps, per path, the kind,
+mode, owner, size, sha256 of the content (the cache key of a COPY; never the mtime) and where the bytes are.
 
-Unpacking is confined to the context directory: names are cleaned (no absolute paths, no ``..``), files are
-created with O_EXCL|O_NOFOLLOW, and an entry below a symlink of the archive is refused, so nothing is written
-outside it. Devices and fifos are skipped (a context holds files).
+In the daemon the bytes go to the context file store (``filestore``) and are read from there, so a file that
+did not change since an earlier build is neither sent nor written again; nothing is unpacked at all. Without a
+store (tests, tools) the tree is unpacked below a directory, confined to it: names are cleaned (no absolute
+paths, no ``..``), files are created with O_EXCL|O_NOFOLLOW, and an entry below a symlink of the archive is
+refused. Devices and fifos are skipped (a context holds files).
 
 ``.dockerignore`` (Docker's patterns, ``matou.util.dockerignore``) is applied on lookup, so a tar sent on stdin
 is filtered like a directory context; if it names the Dockerfile or ``.dockerignore`` they are read but not
@@ -23,7 +25,6 @@ import lzma
 import os
 import posixpath
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -51,6 +52,7 @@ class Entry:
     size: int
     digest: str  # sha256 hex of the content (files), the target (symlinks), "" (dirs)
     mtime: int
+    src: str = ""  # where a file's bytes are on the host (the context file store, or the unpacked context)
 
     def key(self, rel: str) -> str:
         """One line of a content hash: everything that ends up in a layer except the mtime."""
@@ -128,11 +130,13 @@ class BuildContext:
     # ------------------------------------------------------------------ receive
     @classmethod
     def receive(cls, src: BinaryIO, root: str, store: FileStore | None = None) -> BuildContext:
-        """Unpack a context tar (plain, gzip, bzip2, xz or zstd) into the empty directory ``root``.
+        """Unpack a context tar (plain, gzip, bzip2, xz or zstd).
 
-        With a ``store``, file contents go through it (hashed on arrival, linked from there), and entries that
-        carry the ``user.matou.ref`` xattr are linked from it without any data in the tar."""
+        Without a ``store`` the tree is written below ``root``. With one, nothing is written there: file contents
+        go to the store (hashed on arrival; an entry with the ``user.matou.ref`` xattr names content the store
+        already has and carries no data), and the index alone holds names, modes and links."""
         os.makedirs(root, 0o755, exist_ok=True)
+        on_disk = store is None
         index: dict[str, Entry] = {}
         links: set[str] = set()
         reader = _Reader(_open_decompressed(src))
@@ -145,43 +149,48 @@ class BuildContext:
             if not name:
                 reader.skip(e.size)
                 continue
-            parent = posixpath.dirname(name)
             _check_below_links(name, links)
+            parent = posixpath.dirname(name)
             if parent:
-                _implicit_dirs(index, parent, root)
+                _implicit_dirs(index, parent, root if on_disk else None)
             path = os.path.join(root, name)
             mode = e.mode & 0o7777
+            mtime = e.mtime_ns // 1_000_000_000
+            old = index.get(name)
+            if old is not None and (old.kind == "dir") != (tf == T.DIRTYPE):
+                raise InvalidArgument(f"build context: {name!r} is a directory and a file in the same archive")
             if tf == T.DIRTYPE:
-                old = index.get(name)
-                if old is not None and old.kind != "dir":
-                    _remove(path)
-                os.makedirs(path, 0o755, exist_ok=True)
-                index[name] = Entry(name, "dir", mode, e.uid, e.gid, 0, "", e.mtime_ns // 1_000_000_000)
+                if on_disk:
+                    os.makedirs(path, 0o755, exist_ok=True)
+                index[name] = Entry(name, "dir", mode, e.uid, e.gid, 0, "", mtime)
                 reader.skip(e.size)
             elif tf in (T.REGTYPE, T.AREGTYPE, T.CONTTYPE):
-                if name in index:
-                    _remove(path)
+                if on_disk and old is not None:
+                    os.unlink(path)
                 ref = _ref(e.xattrs) if e.xattrs and store is not None else None
                 size = e.size
-                if ref is not None and store is not None:
+                if store is None:
+                    digest = _write_file(reader, path, e.size, mode, e.uid, e.gid)
+                    where = path
+                elif ref is not None:
                     digest, size = ref
-                    store.link(digest, size, path)
+                    where = store.check(digest, size)
                     reader.skip(e.size)
-                elif store is not None:
+                else:
                     try:
-                        digest = store.ingest(e.size, reader.take, path)
+                        digest = store.ingest(e.size, reader.take)
                     except EOFError:
                         raise InvalidArgument("the build context tar is truncated") from None
-                else:
-                    digest = _write_file(reader, path, e.size, mode, e.uid, e.gid)
-                index[name] = Entry(name, "file", mode, e.uid, e.gid, size, digest, e.mtime_ns // 1_000_000_000)
+                    where = store.path(digest)
+                index[name] = Entry(name, "file", mode, e.uid, e.gid, size, digest, mtime, where)
             elif tf == T.SYMTYPE:
-                if name in index:
-                    _remove(path)
                 target = e.linkname.decode("utf-8", "surrogateescape")
-                os.symlink(target, path)
+                if on_disk:
+                    if old is not None:
+                        os.unlink(path)
+                    os.symlink(target, path)
                 links.add(name)
-                index[name] = Entry(name, "symlink", 0o777, e.uid, e.gid, 0, target, e.mtime_ns // 1_000_000_000)
+                index[name] = Entry(name, "symlink", 0o777, e.uid, e.gid, 0, target, mtime)
                 reader.skip(e.size)
             elif tf == T.LNKTYPE:
                 try:
@@ -192,20 +201,21 @@ class BuildContext:
                 if src_entry is None or src_entry.kind != "file":
                     raise InvalidArgument(f"build context entry {name!r} links to {target!r}, which is not a file "
                                           "earlier in the archive")
-                if name in index:
-                    _remove(path)
-                os.link(os.path.join(root, target), path, follow_symlinks=False)
+                if on_disk:
+                    if old is not None:
+                        os.unlink(path)
+                    os.link(src_entry.src, path, follow_symlinks=False)
                 index[name] = Entry(name, "file", src_entry.mode, src_entry.uid, src_entry.gid, src_entry.size,
-                                    src_entry.digest, src_entry.mtime)
+                                    src_entry.digest, src_entry.mtime, path if on_disk else src_entry.src)
                 reader.skip(e.size)
             else:
                 reader.skip(e.size)
-        # directory modes last: a 0555 directory must not stop its own files from being written
-        for ent in index.values():
-            if ent.kind == "dir":
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(root, ent.path), ent.mode)
-                    os.chown(os.path.join(root, ent.path), ent.uid, ent.gid, follow_symlinks=False)
+        if on_disk:  # directory modes last: a 0555 directory must not stop its own files from being written
+            for ent in index.values():
+                if ent.kind == "dir":
+                    with contextlib.suppress(OSError):
+                        os.chmod(os.path.join(root, ent.path), ent.mode)
+                        os.chown(os.path.join(root, ent.path), ent.uid, ent.gid, follow_symlinks=False)
         return cls(root, index)
 
     # ------------------------------------------------------------------ dockerignore and the Dockerfile
@@ -230,7 +240,7 @@ class BuildContext:
             raise NotFound(f"{path}: no such file in the build context")
         if ent.size > limit:
             raise InvalidArgument(f"{path} is larger than {limit} bytes")
-        with open(os.path.join(self.root, rel), "rb") as f:
+        with open(ent.src, "rb") as f:
             return f.read()
 
     # ------------------------------------------------------------------ lookups
@@ -321,7 +331,7 @@ class BuildContext:
             if ent.kind == "symlink":
                 os.symlink(ent.digest, dest)
             else:
-                shutil.copyfile(os.path.join(self.root, rel), dest)
+                shutil.copyfile(ent.src, dest)
                 os.chmod(dest, ent.mode)
                 os.chown(dest, ent.uid, ent.gid)
             return dest
@@ -337,7 +347,7 @@ class BuildContext:
                 os.symlink(e.digest, p)
                 os.chown(p, e.uid, e.gid, follow_symlinks=False)
             else:
-                shutil.copyfile(os.path.join(self.root, e.path), p)
+                shutil.copyfile(e.src, p)
                 os.chmod(p, e.mode)
                 os.chown(p, e.uid, e.gid)
         for p, e in reversed(dirs):
@@ -374,24 +384,20 @@ def _check_below_links(name: str, links: set[str]) -> None:
             raise InvalidArgument(f"build context entry {name!r} is below a symlink of the same archive: refused")
 
 
-def _implicit_dirs(index: dict[str, Entry], parent: str, root: str) -> None:
+def _implicit_dirs(index: dict[str, Entry], parent: str, root: str | None) -> None:
     if parent in index:
         if index[parent].kind != "dir":
             raise InvalidArgument(f"build context entry {parent!r} is used as a directory but is a "
                                   f"{index[parent].kind}")
         return
-    os.makedirs(os.path.join(root, parent), 0o755, exist_ok=True)
+    if root is not None:
+        os.makedirs(os.path.join(root, parent), 0o755, exist_ok=True)
     p = parent
     while p and p not in index:
         index[p] = Entry(p, "dir", 0o755, 0, 0, 0, "", 0)
         p = posixpath.dirname(p)
 
 
-def _remove(path: str) -> None:
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        raise InvalidArgument(f"build context: {path!r} is a directory and a file in the same archive")
-    os.unlink(path)
 
 
 def _write_file(reader: _Reader, path: str, size: int, mode: int, uid: int, gid: int) -> str:

@@ -86,7 +86,7 @@ def plan_context(ctx: BuildContext, words: list[str], heredocs: dict[str, Heredo
                 raise _not_found(w)
             name = m if parents else posixpath.basename(m)
             item = PlanItem("context", name, ent.kind == "dir", target, ent, keep_path=parents)
-            if is_add and ent.kind == "file" and is_archive(posixpath.join(ctx.root, target)):
+            if is_add and ent.kind == "file" and is_archive(ent.src):
                 item.archive = True
             items.append(item)
     return _hashed(ctx, items, exclude)
@@ -200,7 +200,7 @@ def execute(plan: CopyPlan, w: Writer, dest: str, dest_is_dir: bool, ctx: BuildC
                            posixpath.join(dest, it.name) if it.keep_path else dest)
                 continue
             if it.archive:
-                w.extract(posixpath.join(ctx.root, it.rel), dest)
+                w.extract(it.entry.src, dest)
                 continue
             target = posixpath.join(dest, it.name) if dest_is_dir or w.is_dir(dest) else dest
             w.put(_ctx_src(ctx, it.entry, ""), target)
@@ -218,5 +218,5 @@ def execute(plan: CopyPlan, w: Writer, dest: str, dest_is_dir: bool, ctx: BuildC
 
 
 def _ctx_src(ctx: BuildContext, e: Entry, rel: str) -> Src:
-    return Src(posixpath.join(ctx.root, e.path), rel, e.kind, e.mode, e.uid, e.gid, e.mtime, e.size,
+    return Src(e.src, rel, e.kind, e.mode, e.uid, e.gid, e.mtime, e.size,
                e.digest if e.kind == "symlink" else "")

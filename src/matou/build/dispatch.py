@@ -228,8 +228,7 @@ class Builder:
             ref = self._stage_ref(base, st.index)
             if ref is not None and df.stages[ref].name == base:
                 d.add(ref)
-            for ins in st.instructions + [o.trigger for o in st.instructions if isinstance(o, I.Onbuild)
-                                          and o.trigger is not None]:
+            for ins in st.instructions:
                 for frm in self._from_refs(ins, env):
                     r = self._stage_ref(frm, st.index)
                     if r is not None:

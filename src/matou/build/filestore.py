@@ -7,7 +7,7 @@ those; the others travel as references (a tar entry of size 0 with the ``user.ma
 digest and size). Contents the daemon receives are hashed on arrival and stored under their digest, whoever sent
 them (the docker CLI too), so the store is never poisoned by a wrong digest.
 
-Layout: ``<root>/<sha256 hex>`` (read-only files, linked into each build's context directory), ``<root>/tmp``
+Layout: ``<root>/<sha256 hex>`` (read-only files, read in place by the builds that use them), ``<root>/tmp``
 for files being received. ``prune`` empties it (``builder prune``); ``expire`` drops files unused for a week.
 """
 
@@ -32,7 +32,7 @@ class FileStore:
         os.makedirs(self.tmp, 0o700, exist_ok=True)
 
     def path(self, hexdigest: str) -> str:
-        if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+        if len(hexdigest) != 64 or hexdigest.strip("0123456789abcdef"):
             raise InvalidArgument(f"invalid content digest {hexdigest!r}")
         return os.path.join(self.root, hexdigest)
 
@@ -45,8 +45,8 @@ class FileStore:
     def missing(self, items: list[tuple[str, int]]) -> list[str]:
         return [h for h, size in items if not self.has(h, size)]
 
-    def link(self, hexdigest: str, size: int, dest: str) -> None:
-        """Put the stored content at ``dest`` (a hard link); refuses unknown or mismatched references."""
+    def check(self, hexdigest: str, size: int) -> str:
+        """The path of stored content a context refers to; refuses unknown or mismatched references."""
         src = self.path(hexdigest)
         try:
             st = os.stat(src)
@@ -55,13 +55,13 @@ class FileStore:
                                   "not have (pruned meanwhile?): send it again") from None
         if st.st_size != size:
             raise InvalidArgument(f"content sha256:{hexdigest} has {st.st_size} bytes, the context says {size}")
-        os.link(src, dest)
         if time.time() - st.st_mtime > 3600:  # mark as used, at most hourly
             with contextlib.suppress(OSError):
                 os.utime(src)
+        return src
 
-    def ingest(self, size: int, read: Callable[[int], bytes], dest: str, chunk: int = 1 << 20) -> str:
-        """Receive ``size`` bytes from ``read`` into the store (hashing them) and link them at ``dest``."""
+    def ingest(self, size: int, read: Callable[[int], bytes], chunk: int = 1 << 20) -> str:
+        """Receive ``size`` bytes from ``read`` into the store, hashing them; returns the sha256 hex."""
         tmp = os.path.join(self.tmp, new_id()[:24])
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         h = hashlib.sha256()
@@ -85,7 +85,6 @@ class FileStore:
             os.unlink(tmp)
         else:
             os.rename(tmp, final)
-        os.link(final, dest)
         return hexd
 
     def usage(self) -> int:

@@ -61,6 +61,12 @@ def from_query(q: Mapping[str, str], getall: Any = None, headers: Mapping[str, s
     tags: Sequence[str] = getall("t", []) if getall else ([q["t"]] if q.get("t") else [])
     o = BuildOptions()
     o.tags = [t for t in tags if t]
+    from matou.types import reference
+
+    for t in o.tags:
+        r = reference.parse(t)
+        if r.digest:
+            raise InvalidArgument(f"invalid tag {t!r}: a tag cannot contain a digest")
     o.dockerfile = q.get("dockerfile") or "Dockerfile"
     o.quiet = _bool(q.get("q"))
     o.no_cache = _bool(q.get("nocache"))
