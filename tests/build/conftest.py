@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,12 +28,23 @@ def write_context(root: str, files: dict[str, str | bytes]) -> str:
 Build = Callable[..., subprocess.CompletedProcess]
 
 
+@pytest.fixture(scope="session")
+def cli_cache() -> Iterator[str]:
+    """The CLI's cache of context file hashes lives here during the tests, not in ~/.cache."""
+    d = tempfile.mkdtemp(prefix="matou-build-xdg-", dir="/tmp")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
-def build(daemon: Daemon, busybox: str) -> Build:
+def build(daemon: Daemon, busybox: str, cli_cache: str) -> Build:
     """build(context_dir, *flags, check=True) -> CompletedProcess (stdout/stderr decoded)."""
 
     def run(context: str, *flags: str, check: bool = True, input: bytes | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {"XDG_CACHE_HOME": cli_cache, **(env or {})}
         r = daemon.cli("build", *flags, context, check=False, input=input, env=env, timeout=300)
         r.stdout = r.stdout.decode(errors="replace")
         r.stderr = r.stderr.decode(errors="replace")

@@ -4,8 +4,8 @@ and history; multi-stage builds; build args; contexts (.dockerignore, stdin, -f)
 from __future__ import annotations
 
 import gzip
-import json
 import io
+import json
 import os
 import tarfile
 
@@ -189,11 +189,12 @@ def test_multistage_target_and_from_index(daemon: Daemon, build: Build, tmp_path
         "FROM busybox AS base\nRUN echo base > /base\n"
         "FROM busybox AS broken\nRUN exit 3\n"
         "FROM base AS mid\nRUN echo mid > /mid\n"
-        "FROM scratch\nCOPY --from=0 /base /b\nCOPY --from=mid /mid /m\n")})
+        "FROM scratch\nCOPY --from=0 /base /b\nCOPY --from=mid /mid /m\n"
+        "COPY --from=busybox:latest /etc/pass* /etc/\n")})
     r = build(ctx, "--network", "none", "-t", "bt-multi")
     assert "exit 3" not in r.stdout
     img = inspect(daemon, "bt-multi")
-    assert len(img["RootFS"]["Layers"]) == 2 and img["Config"]["Env"][0].startswith("PATH=")
+    assert len(img["RootFS"]["Layers"]) == 3 and img["Config"]["Env"][0].startswith("PATH=")
     r = build(ctx, "--network", "none", "--target", "mid", "-t", "bt-multi-mid")
     assert "Step 4/4 : RUN echo mid > /mid" in r.stdout  # base (2 steps) + mid (2 steps)
     assert sh(daemon, "bt-multi-mid", "cat /base /mid") == "base\nmid\n"
