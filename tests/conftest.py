@@ -138,7 +138,16 @@ class Daemon:
 def _new_daemon(prefix: str, extra: list[str] | None = None) -> Daemon:
     root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(root, 0o711)
-    return Daemon(root, extra_args=extra or [])
+    # every test daemon gets a bridge and subnets of its own, so concurrent daemons never share one
+    import json
+    import random
+
+    rnd = random.SystemRandom()
+    cfg = os.path.join(root, "daemon.json")
+    with open(cfg, "w") as f:
+        json.dump({"bridge": f"mt{os.urandom(4).hex()}", "bip": f"10.{rnd.randint(100, 199)}.{rnd.randint(0, 255)}.1/24",
+                   "default-address-pools": [{"base": f"10.{rnd.randint(200, 254)}.0.0/16", "size": 24}]}, f)
+    return Daemon(root, extra_args=["--config-file", cfg, *(extra or [])])
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ Schema (version 1)::
     build_cache(key PK, image_id, created, last_used)
     leases(id PK, created, expires), lease_resources(lease, kind, ref; PK all)   pin work in flight against GC
     kv(key PK, value)                                                      small daemon-wide settings
+    sandboxes(container_id PK, record JSON)   (version 2) a running container's netns, veths, published ports
 
 Migrations: ``MIGRATIONS[i]`` brings ``PRAGMA user_version`` from i to i+1, inside one transaction, so a
 crash mid-migration leaves the previous version intact. Add a new entry for every schema change; never edit
@@ -126,6 +127,13 @@ MIGRATIONS: list[str] = [
     CREATE TABLE kv (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );
+    """,
+    # 2: a running container's network namespace, veths and published ports, so a restarted daemon rebuilds them
+    """
+    CREATE TABLE sandboxes (
+        container_id TEXT PRIMARY KEY,
+        record TEXT NOT NULL
     );
     """,
 ]

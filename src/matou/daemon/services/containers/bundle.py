@@ -230,8 +230,8 @@ def hosts_file(c: Container, addresses: list[str], extra: list[str]) -> str:
         host, _, ip = e.partition(":") if e.count(":") == 1 else e.rpartition(":")
         if not host or not ip:
             raise InvalidArgument(f"invalid argument \"{e}\" for \"--add-host\" flag: bad format for add-host")
-        if ip == "host-gateway":
-            ip = "172.17.0.1"
+        if ip == "host-gateway":  # the gateway of the container's network: the host, as the container sees it
+            ip = next((ep["Gateway"] for ep in c.networks.values() if ep.get("Gateway")), "") or "172.17.0.1"
         lines.append(f"{ip}\t{host}")
     hn = c.config.get("Hostname") or c.id[:12]
     for a in addresses:
