@@ -12,18 +12,29 @@ that path; a relative destination is relative to WORKDIR.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import os
 import posixpath
+import re
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from matou.build import layer
 from matou.build.context import BuildContext, Entry, has_glob, hash_entries
-from matou.build.copy import Src, Writer, is_archive, src_of_path, tree_of_dir
-from matou.build.fetch import Download
+from matou.build.copy import Src, Writer, is_archive, parse_chmod, resolve_owner, src_of_path, tree_of_dir
+from matou.build.fetch import Download, download, is_url
+from matou.build.instructions import Copy
 from matou.build.parser import Heredoc
+from matou.build.state import StageState
 from matou.errors import InvalidArgument, NotFound
 from matou.util.dockerignore import Matcher, clean
 from matou.util.fs import resolve_in_root
+
+if TYPE_CHECKING:
+    from matou.build.dispatch import Builder
 
 
 @dataclass
@@ -220,3 +231,97 @@ def execute(plan: CopyPlan, w: Writer, dest: str, dest_is_dir: bool, ctx: BuildC
 def _ctx_src(ctx: BuildContext, e: Entry, rel: str) -> Src:
     return Src(e.src, rel, e.kind, e.mode, e.uid, e.gid, e.mtime, e.size,
                e.digest if e.kind == "symlink" else "")
+
+
+def heredoc_word(w: str) -> str | None:
+    m = re.match(r"^\d*<<-?(['\"]?)(.+?)\1$", w)
+    return m.group(2) if m else None
+
+
+class CopySteps:
+    """COPY and ADD steps of the builder (a mixin of ``dispatch.Builder``)."""
+
+    async def _copy(self: Builder, st: StageState, ins: Copy, env: dict[str, str]) -> None:
+        x = self.lex.process_word
+        kw = "ADD" if ins.is_add else "COPY"
+        dest_raw = x(ins.dest, env)
+        chown = x(ins.flag("chown") or "", env)
+        chmod_s = x(ins.flag("chmod") or "", env)
+        chmod = parse_chmod(chmod_s)
+        frm = x(ins.flag("from") or "", env)
+        excludes = [x(e, env) for e in ins.flags.get("exclude", [])]
+        exclude = Matcher(excludes) if excludes else None
+        parents = ins.bool_flag("parents")
+        checksum = x(ins.flag("checksum") or "", env) or None
+        heredocs: dict[str, Heredoc | bytes] = {}
+        for doc in ins.heredocs:
+            content = x(doc.content, env) if doc.expand else doc.content
+            heredocs[doc.name] = content.encode()
+        words: list[str] = []
+        for w in ins.sources:
+            hd = heredoc_word(w)
+            if hd is not None and hd in heredocs:
+                words.append(hd)
+            else:
+                words.append(x(w, env))
+        workdir = st.config.get("WorkingDir") or "/"
+        dest = dest_raw if dest_raw.startswith("/") else posixpath.join(workdir, dest_raw)
+        dest_is_dir = dest_raw.endswith("/") or dest_raw in (".", "") or dest_raw.endswith("/.")
+        dest = posixpath.normpath(dest) if dest not in ("/", "") else "/"
+        flags_txt = "".join(f"--{k}={v} " for k, v in (("from", frm), ("chown", chown), ("chmod", chmod_s)) if v)
+        if excludes:
+            flags_txt += "".join(f"--exclude={e} " for e in sorted(excludes))
+        if parents:
+            flags_txt += "--parents "
+
+        image_root_chain: list[str] | None = None
+        downloads = []
+        if frm:
+            image_id = await self._from_image_id(st, ins, frm)
+            if any(is_url(w) for w in words):
+                raise InvalidArgument("COPY --from does not take URLs")
+            chain = [] if image_id == "scratch" else (await self._load(image_id))[0].chain_ids
+            image_root_chain = chain
+            src_hash = image_hash(chain[-1] if chain else None, words)
+            plan = CopyPlan([], src_hash, None)
+        else:
+            urls = [w for w in words if is_url(w) and w not in heredocs]
+            if urls and not ins.is_add:
+                raise InvalidArgument("source can't be a URL for COPY")
+            local = [w for w in words if w not in urls]
+            plan = await asyncio.to_thread(plan_context, self.ctx, local, heredocs, ins.is_add, parents,
+                                           exclude)
+            hashes = [plan.hash] if local else []
+            for u in urls:
+                d = await asyncio.to_thread(download, u, self.workdir, checksum)
+                downloads.append(d.path)
+                plan.items.append(plan_url(d, dest_is_dir))
+                hashes.append(url_hash(d, d.name))
+            if urls:
+                plan.hash = hashes[0] if len(hashes) == 1 else "multi:" + hashlib.sha256(
+                    ",".join(hashes).encode()).hexdigest()
+            if len(plan.items) > 1 and not dest_is_dir:
+                raise InvalidArgument(f"When using {kw} with more than one source file, the destination must be a "
+                                      "directory and end with a /")
+        created_by = st.nop(f"{kw} {flags_txt}{plan.hash} in {dest_raw} ", two_spaces=False)
+        cfg = dict(st.config)
+
+        def work(mnt: str) -> None:
+            owner = resolve_owner(mnt, chown) if chown else (None if frm else (0, 0))
+            w = Writer(mnt, owner, chmod)
+            if image_root_chain is not None:
+                with layer.read_only(self.images, image_root_chain, self.workdir) as root:
+                    items = plan_image(root, words, parents, exclude)
+                    if len(items) > 1 and not dest_is_dir:
+                        raise InvalidArgument("When using COPY with more than one source file, the destination "
+                                              "must be a directory and end with a /")
+                    execute(CopyPlan(items), w, dest, dest_is_dir, None, root, exclude)
+                return
+            execute(plan, w, dest, dest_is_dir, self.ctx, None, exclude)
+
+        try:
+            await self._step_with_layer(st, created_by, cfg, work, sources=plan.manifest)
+        finally:
+            for p in downloads:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)

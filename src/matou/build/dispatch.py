@@ -17,63 +17,42 @@ orchestrates and streams.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import posixpath
-import shutil
 import signal as _signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from matou.build import copystep, layer, runstep
+from matou.build import configsteps, layer, runstep
 from matou.build import instructions as I
-from matou.build.backend import Bind, BuildBackend, Emit, RunSpec
+from matou.build.backend import BuildBackend, Emit
 from matou.build.cache import BuildCache, make_key
 from matou.build.context import BuildContext
-from matou.build.copy import Writer, parse_chmod, resolve_owner
-from matou.build.fetch import download, is_url
+from matou.build.copy import Writer
+from matou.build.copystep import CopySteps
 from matou.build.options import BuildOptions
-from matou.build.parser import DockerfileError, Heredoc, parse
+from matou.build.parser import DockerfileError, parse
+from matou.build.runstep import RunSteps, StepFailed
 from matou.build.shell import ExpansionError, Lexer
-from matou.build.state import (
-    PROXY_ARGS,
-    StageState,
-    begin,
-    config_digest,
-    go_list,
-    go_quote_list,
-    image_config,
-    reload,
-)
+from matou.build.state import PROXY_ARGS, StageState, automatic_args, begin, config_digest, image_config, reload
 from matou.errors import InvalidArgument, MatouError, NotFound
 from matou.image.model import Image, LayerSource
 from matou.image.service import ImageService
 from matou.types import reference
-from matou.util.dockerignore import Matcher
-from matou.util.ids import new_id
 
 SIGNALS = {s.name for s in _signal.Signals}
 log = logging.getLogger("matoud.build")
-
-
-class StepFailed(MatouError):
-    """A RUN exited non-zero; ``code`` is its exit code (the CLI exits with it, as docker does)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def short(image_id: str | None) -> str:
     return (image_id or "").removeprefix("sha256:")[:12]
 
 
-class Builder:
+class Builder(RunSteps, CopySteps):
     def __init__(self, *, images: ImageService, backend: BuildBackend, cache: BuildCache, context: BuildContext,
                  options: BuildOptions, emit: Emit, workdir: str, cache_mounts: str) -> None:
         self.images = images
@@ -402,22 +381,9 @@ class Builder:
     async def _dispatch_one(self, st: StageState, ins: I.Instruction) -> None:
         env = self._env(st)
         x = self.lex.process_word
-        if isinstance(ins, I.Env):
-            pairs = [(x(k, env), x(v, env)) for k, v in ins.pairs]
-            cfg = dict(st.config)
-            envl = list(cfg.get("Env") or [])
-            for k, v in pairs:
-                envl = [e for e in envl if e.partition("=")[0] != k]
-                envl.append(f"{k}={v}")
-            cfg["Env"] = envl
-            await self._commit_config(st, st.nop("ENV " + " ".join(f"{k}={v}" for k, v in pairs)), cfg)
-        elif isinstance(ins, I.Label):
-            pairs = [(x(k, env), x(v, env)) for k, v in ins.pairs]
-            cfg = dict(st.config)
-            labels = dict(cfg.get("Labels") or {})
-            labels.update(pairs)
-            cfg["Labels"] = labels
-            await self._commit_config(st, st.nop("LABEL " + " ".join(f"{k}={v}" for k, v in pairs)), cfg)
+        change = configsteps.config_change(st, ins, env, self.lex)
+        if change is not None:
+            await self._commit_config(st, *change)
         elif isinstance(ins, I.Arg):
             parts = []
             for name, default in ins.args:
@@ -442,66 +408,6 @@ class Builder:
             cfg["WorkingDir"] = path
             await self._step_with_layer(st, st.nop("WORKDIR " + path, two_spaces=False), cfg,
                                         lambda mnt: Writer(mnt, None, None).mkdirs(path))
-        elif isinstance(ins, I.User):
-            cfg = dict(st.config)
-            cfg["User"] = x(ins.value, env)
-            await self._commit_config(st, st.nop("USER " + cfg["User"]), cfg)
-        elif isinstance(ins, I.Expose):
-            words: list[str] = []
-            for w in ins.words:
-                words.extend(self.lex.process_words(w, env))
-            cfg = dict(st.config)
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for w in words:
-                for p in _ports(w):
-                    ports[p] = {}
-            cfg["ExposedPorts"] = ports
-            await self._commit_config(st, st.nop("EXPOSE " + " ".join(words)), cfg)
-        elif isinstance(ins, I.Volume):
-            vols = [x(w, env) for w in ins.words]
-            if any(not v.strip() for v in vols):
-                raise InvalidArgument("VOLUME specified can not be an empty string")
-            cfg = dict(st.config)
-            vd = dict(cfg.get("Volumes") or {})
-            for v in vols:
-                vd[v] = {}
-            cfg["Volumes"] = vd
-            await self._commit_config(st, st.nop("VOLUME " + go_list(vols)), cfg)
-        elif isinstance(ins, I.StopSignal):
-            sig = x(ins.value, env)
-            _check_signal(sig)
-            cfg = dict(st.config)
-            cfg["StopSignal"] = sig
-            await self._commit_config(st, st.nop("STOPSIGNAL " + sig), cfg)
-        elif isinstance(ins, (I.Cmd, I.Entrypoint)):
-            argv = ins.exec_form if ins.exec_form is not None else st.shell + [ins.shell_form]
-            cfg = dict(st.config)
-            if isinstance(ins, I.Cmd):
-                cfg["Cmd"] = argv
-                st.cmd_set = True
-                what = "CMD"
-            else:
-                cfg["Entrypoint"] = argv
-                if not st.cmd_set:
-                    cfg["Cmd"] = None
-                what = "ENTRYPOINT"
-            cfg["ArgsEscaped"] = None
-            await self._commit_config(st, st.nop(f"{what} {go_quote_list(argv)}"), cfg)
-        elif isinstance(ins, I.Shell):
-            cfg = dict(st.config)
-            cfg["Shell"] = list(ins.exec_form or [])
-            await self._commit_config(st, st.nop("SHELL " + go_list(cfg["Shell"])), cfg)
-        elif isinstance(ins, I.Healthcheck):
-            cfg = dict(st.config)
-            cfg["Healthcheck"] = _healthcheck(ins, st)
-            await self._commit_config(st, st.nop("HEALTHCHECK " + _healthcheck_text(cfg["Healthcheck"])), cfg)
-        elif isinstance(ins, I.Onbuild):
-            cfg = dict(st.config)
-            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [ins.expression]
-            await self._commit_config(st, st.nop("ONBUILD " + ins.expression), cfg)
-        elif isinstance(ins, I.Maintainer):
-            st.author = ins.value
-            await self._commit_config(st, st.nop("MAINTAINER " + ins.value), dict(st.config))
         elif isinstance(ins, I.Run):
             await self._run(st, ins)
         elif isinstance(ins, I.Copy):
@@ -647,43 +553,6 @@ class Builder:
         st.history = list(img.config.get("history") or [])
         st.layers = layers
 
-    # ------------------------------------------------------------------ RUN
-    def _build_env(self, st: StageState) -> tuple[list[str], list[str]]:
-        """(the args a RUN gets as environment, those recorded in its created_by as ``|N k=v``)."""
-        env_keys = set(st.env)
-        allowed = self._allowed_args(st)
-        run_env = [f"{k}={v}" for k, v in allowed.items() if k not in env_keys]
-        recorded = sorted(f"{k}={v}" for k, v in allowed.items()
-                          if k not in env_keys and not (k in PROXY_ARGS and k not in st.args))
-        return run_env, recorded
-
-    async def _run(self, st: StageState, ins: I.Run) -> None:
-        env = self._env(st)
-        cmd = runstep.command(ins, st.shell)
-        run_env, recorded = self._build_env(st)
-        saved = ([f"|{len(recorded)}"] + recorded + cmd.argv) if recorded else list(cmd.argv)
-        created_by = " ".join(saved)
-        mounts = [runstep.parse_mount(self.lex.process_word(m, env)) for m in ins.flags.get("mount", [])]
-        network = self.lex.process_word(ins.flag("network") or "default", env)
-        if network not in ("default", "none", "host"):
-            raise InvalidArgument(f"unsupported RUN --network={network}: default, none or host")
-        security = ins.flag("security") or "sandbox"
-        if security not in ("sandbox", "insecure"):
-            raise InvalidArgument(f"unsupported RUN --security={security}: sandbox or insecure")
-        mount_keys = []
-        for m in mounts:
-            frm = ""
-            if m.from_:
-                frm = await self._from_image_id(st, ins, m.from_)
-            mount_keys.append(m.cache_text() + "," + frm)
-        extra = json.dumps({"mounts": mount_keys, "network": network, "security": security})
-        cfg = dict(st.config)
-
-        async def runner() -> LayerSource | None:
-            return await self._execute_run(st, ins, cmd, run_env, mounts, network, security == "insecure")
-
-        await self._step_with_layer(st, created_by, cfg, None, extra=extra, runner=runner)
-
     async def _from_image_id(self, st: StageState, ins: I.Instruction, ref: str) -> str:
         idx = self._stage_ref(ref.lower(), st.stage.index)
         if idx is not None:
@@ -693,334 +562,7 @@ class Builder:
             return res.image_id or "scratch"
         return self.external.get(ref) or await self._resolve_external(ins, ref, False)
 
-    async def _ensure_image(self, st: StageState) -> str:
-        """RUN needs an image to start from: commit the empty scratch state if there is none yet."""
-        if st.image_id is not None:
-            return st.image_id
-        raw = image_config(st, st.config, "", [], empty_layer=True)
-        doc = json.loads(raw)
-        doc["history"] = []
-        img = await asyncio.to_thread(self.images.create_image, json.dumps(doc, separators=(",", ":")).encode(), [])
-        if img.id not in self.created:
-            self.created.append(img.id)
-        st.image_id = img.id
-        return img.id
-
-    async def _execute_run(self, st: StageState, ins: I.Run, cmd: runstep.Command, run_env: list[str],
-                           mounts: list[runstep.RunMount], network: str, privileged: bool) -> LayerSource | None:
-        image_id = await self._ensure_image(st)
-        stack = contextlib.ExitStack()
-        binds: list[Bind] = []
-        tmpfs: dict[str, str] = {}
-        extra_env: list[str] = []
-        targets = list(layer.RUNTIME_TARGETS)
-        scratch = os.path.join(self.workdir, "run-" + new_id()[:12])
-        os.makedirs(scratch, 0o700)
-        stack.callback(shutil.rmtree, scratch, True)
-        try:
-            if cmd.script is not None:
-                name, body = cmd.script
-                path = os.path.join(scratch, "pipes", name)
-                os.makedirs(os.path.dirname(path), 0o755)
-                with open(path, "w") as f:
-                    f.write(body)
-                os.chmod(path, 0o755)
-                binds.append(Bind(path, "/dev/pipes/" + name, True))
-            for m in mounts:
-                await self._mount(st, ins, m, binds, tmpfs, extra_env, scratch, stack)
-            targets += [b.target for b in binds] + list(tmpfs)
-            spec = RunSpec(image_id=image_id, argv=cmd.argv, env=list(st.config.get("Env") or []) + run_env
-                           + extra_env, workdir=st.config.get("WorkingDir") or "", user=st.config.get("User") or "",
-                           network=self.opts.network_mode if network == "default" else network, binds=binds,
-                           tmpfs=tmpfs, privileged=privileged, host_config=dict(self.opts.host_config))
-            if self.opts.extra_hosts:
-                spec.host_config["ExtraHosts"] = list(self.opts.extra_hosts)
-            decoders = {1: codecs.getincrementaldecoder("utf-8")("replace"),
-                        2: codecs.getincrementaldecoder("utf-8")("replace")}
-
-            async def on_output(stream: int, data: bytes) -> None:
-                text = decoders.get(stream, decoders[1]).decode(data)
-                if text:
-                    await self.say(text)
-
-            async def on_created(cid: str) -> None:
-                await self.say(f" ---> Running in {cid[:12]}\n")
-
-            result = await self.backend.run(spec, on_output, on_created)
-        finally:
-            stack.close()
-        keep = not self.opts.rm
-        try:
-            if result.exit_code != 0:
-                keep = keep and not self.opts.force_rm
-                raise StepFailed(f"The command '{' '.join(cmd.argv)}' returned a non-zero code: "
-                                 f"{result.exit_code}", result.exit_code)
-            parent_chain = self._top_chain(st)
-            chain = self._chain(st)
-
-            def finish() -> LayerSource | None:
-                lowers = layer.layer_dirs(self.images, chain)
-                layer.clean_stubs(self.images.snapshots.dir(result.snapshot), lowers, targets)
-                if keep:
-                    return self._copy_layer(result.snapshot, parent_chain)
-                return layer.finish(self.images, result.snapshot, parent_chain)
-
-            new_layer = await asyncio.to_thread(finish)
-        finally:
-            if not keep:
-                await self.say(f"Removing intermediate container {result.container_id[:12]}\n")
-                await self.backend.remove(result.container_id)
-        return new_layer
-
     def _chain(self, st: StageState) -> list[str]:
         from matou.types.image import chain_ids
 
         return chain_ids(st.diff_ids)
-
-    def _copy_layer(self, snapshot: str, parent_chain: str | None) -> LayerSource | None:
-        """``--rm=false``: the container keeps its snapshot; its changes become a layer by copy."""
-        from matou.image.service import apply_blob_as_layer
-        from matou.layers.diff import write_diff
-        from matou.types import oci
-
-        upper = self.images.snapshots.dir(snapshot)
-        if not os.listdir(upper):
-            return None
-        w = self.images.content.writer(f"build-copy-{new_id()[:12]}")
-        w.reset()
-        write_diff(upper, w, compression=None)  # type: ignore[arg-type]
-        digest = w.commit()
-        diff_id, _chain, size = apply_blob_as_layer(self.images, digest, parent_chain)
-        with self.images.db.tx() as c:
-            c.execute("INSERT OR IGNORE INTO layer_blobs(diff_id, digest, media_type, size) VALUES(?,?,?,?)",
-                      (diff_id, digest, oci.OCI_LAYER, size))
-        return LayerSource(digest, oci.OCI_LAYER, size, diff_id)
-
-    async def _mount(self, st: StageState, ins: I.Run, m: runstep.RunMount, binds: list[Bind],
-                     tmpfs: dict[str, str], extra_env: list[str], scratch: str, stack: contextlib.ExitStack) -> None:
-        if m.type == "tmpfs":
-            tmpfs[m.target] = f"size={m.size}" if m.size else ""
-            return
-        if m.type == "secret":
-            data = self.opts.secrets.get(m.id)
-            if data is None:
-                if m.required:
-                    raise InvalidArgument(f"secret {m.id} not found: pass it with --secret id={m.id},src=FILE")
-                return
-            if m.env:
-                extra_env.append(f"{m.env}={data.decode('utf-8', 'replace')}")
-            if m.target:
-                path = os.path.join(scratch, "secrets", hashlib.sha256(m.id.encode()).hexdigest()[:16])
-                os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-                try:
-                    os.write(fd, data)
-                    os.fchown(fd, m.uid or 0, m.gid or 0)
-                    os.fchmod(fd, m.mode if m.mode is not None else 0o400)
-                finally:
-                    os.close(fd)
-                binds.append(Bind(path, m.target, True))
-            return
-        if m.type == "cache":
-            key = hashlib.sha256(f"{m.id}".encode()).hexdigest()[:32]
-            path = os.path.join(self.cache_mounts, key)
-            if not os.path.isdir(path):
-                os.makedirs(path, 0o755, exist_ok=True)
-                os.chown(path, m.uid or 0, m.gid or 0)
-                os.chmod(path, m.mode if m.mode is not None else 0o755)
-            binds.append(Bind(path, m.target, m.readonly))
-            return
-        # bind: from the context, or from a stage/image
-        src_rel = copystep._rel_of(m.source or "/")
-        if m.from_:
-            image_id = await self._from_image_id(st, ins, m.from_)
-            chain = [] if image_id == "scratch" else (await self._load(image_id))[0].chain_ids
-            root = stack.enter_context(layer.read_only(self.images, chain, self.workdir))
-            from matou.util.fs import resolve_in_root
-
-            src = resolve_in_root(root, "/" + src_rel)
-        else:
-            src = await asyncio.to_thread(self.ctx.materialize, self.ctx.resolve(src_rel) if src_rel else "",
-                                          os.path.join(scratch, "bind-" + new_id()[:8]))
-        if not os.path.exists(src):
-            raise NotFound(f"bind mount source {m.source!r} does not exist")
-        if not m.readonly and m.from_:
-            copy_dir = os.path.join(scratch, "rw-" + new_id()[:8])
-            if os.path.isdir(src):
-                shutil.copytree(src, copy_dir, symlinks=True)
-            else:
-                shutil.copy2(src, copy_dir)
-            src = copy_dir
-        binds.append(Bind(src, m.target, m.readonly))
-
-    # ------------------------------------------------------------------ COPY / ADD
-    async def _copy(self, st: StageState, ins: I.Copy, env: dict[str, str]) -> None:
-        x = self.lex.process_word
-        kw = "ADD" if ins.is_add else "COPY"
-        dest_raw = x(ins.dest, env)
-        chown = x(ins.flag("chown") or "", env)
-        chmod_s = x(ins.flag("chmod") or "", env)
-        chmod = parse_chmod(chmod_s)
-        frm = x(ins.flag("from") or "", env)
-        excludes = [x(e, env) for e in ins.flags.get("exclude", [])]
-        exclude = Matcher(excludes) if excludes else None
-        parents = ins.bool_flag("parents")
-        checksum = x(ins.flag("checksum") or "", env) or None
-        heredocs: dict[str, Heredoc | bytes] = {}
-        for doc in ins.heredocs:
-            content = x(doc.content, env) if doc.expand else doc.content
-            heredocs[doc.name] = content.encode()
-        words: list[str] = []
-        for w in ins.sources:
-            hd = _heredoc_word(w)
-            if hd is not None and hd in heredocs:
-                words.append(hd)
-            else:
-                words.append(x(w, env))
-        workdir = st.config.get("WorkingDir") or "/"
-        dest = dest_raw if dest_raw.startswith("/") else posixpath.join(workdir, dest_raw)
-        dest_is_dir = dest_raw.endswith("/") or dest_raw in (".", "") or dest_raw.endswith("/.")
-        dest = posixpath.normpath(dest) if dest not in ("/", "") else "/"
-        flags_txt = "".join(f"--{k}={v} " for k, v in (("from", frm), ("chown", chown), ("chmod", chmod_s)) if v)
-        if excludes:
-            flags_txt += "".join(f"--exclude={e} " for e in sorted(excludes))
-        if parents:
-            flags_txt += "--parents "
-
-        image_root_chain: list[str] | None = None
-        downloads = []
-        if frm:
-            image_id = await self._from_image_id(st, ins, frm)
-            if any(is_url(w) for w in words):
-                raise InvalidArgument("COPY --from does not take URLs")
-            chain = [] if image_id == "scratch" else (await self._load(image_id))[0].chain_ids
-            image_root_chain = chain
-            src_hash = copystep.image_hash(chain[-1] if chain else None, words)
-            plan = copystep.CopyPlan([], src_hash, None)
-        else:
-            urls = [w for w in words if is_url(w) and w not in heredocs]
-            if urls and not ins.is_add:
-                raise InvalidArgument("source can't be a URL for COPY")
-            local = [w for w in words if w not in urls]
-            plan = await asyncio.to_thread(copystep.plan_context, self.ctx, local, heredocs, ins.is_add, parents,
-                                           exclude)
-            hashes = [plan.hash] if local else []
-            for u in urls:
-                d = await asyncio.to_thread(download, u, self.workdir, checksum)
-                downloads.append(d.path)
-                plan.items.append(copystep.plan_url(d, dest_is_dir))
-                hashes.append(copystep.url_hash(d, d.name))
-            if urls:
-                plan.hash = hashes[0] if len(hashes) == 1 else "multi:" + hashlib.sha256(
-                    ",".join(hashes).encode()).hexdigest()
-            if len(plan.items) > 1 and not dest_is_dir:
-                raise InvalidArgument(f"When using {kw} with more than one source file, the destination must be a "
-                                      "directory and end with a /")
-        created_by = st.nop(f"{kw} {flags_txt}{plan.hash} in {dest_raw} ", two_spaces=False)
-        cfg = dict(st.config)
-
-        def work(mnt: str) -> None:
-            owner = resolve_owner(mnt, chown) if chown else (None if frm else (0, 0))
-            w = Writer(mnt, owner, chmod)
-            if image_root_chain is not None:
-                with layer.read_only(self.images, image_root_chain, self.workdir) as root:
-                    items = copystep.plan_image(root, words, parents, exclude)
-                    if len(items) > 1 and not dest_is_dir:
-                        raise InvalidArgument("When using COPY with more than one source file, the destination "
-                                              "must be a directory and end with a /")
-                    copystep.execute(copystep.CopyPlan(items), w, dest, dest_is_dir, None, root, exclude)
-                return
-            copystep.execute(plan, w, dest, dest_is_dir, self.ctx, None, exclude)
-
-        try:
-            await self._step_with_layer(st, created_by, cfg, work, sources=plan.manifest)
-        finally:
-            for p in downloads:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-
-
-# ---------------------------------------------------------------------------------------------- small helpers
-def automatic_args(platform: str) -> dict[str, str | None]:
-    """BuildKit's automatic platform ARGs (usable in FROM lines, and in a stage after ``ARG NAME``)."""
-    from matou.types.oci import Platform
-
-    host = Platform.host()
-    target = Platform.parse(platform) if platform else host
-    out: dict[str, str | None] = {}
-    for prefix, p in (("BUILD", host), ("TARGET", target)):
-        out[prefix + "PLATFORM"] = f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
-        out[prefix + "OS"] = p.os
-        out[prefix + "ARCH"] = p.architecture
-        out[prefix + "VARIANT"] = p.variant or ""
-    return out
-
-
-def _heredoc_word(w: str) -> str | None:
-    import re
-
-    m = re.match(r"^\d*<<-?(['\"]?)(.+?)\1$", w)
-    return m.group(2) if m else None
-
-
-def _ports(word: str) -> list[str]:
-    port, _, proto = word.partition("/")
-    proto = (proto or "tcp").lower()
-    if proto not in ("tcp", "udp", "sctp"):
-        raise InvalidArgument(f"invalid proto: {proto}")
-    if ":" in port:
-        raise InvalidArgument(f"invalid containerPort: {word} (EXPOSE takes container ports only)")
-    lo, _, hi = port.partition("-")
-    try:
-        a = int(lo)
-        b = int(hi) if hi else a
-    except ValueError:
-        raise InvalidArgument(f"invalid containerPort: {port}") from None
-    if not (0 < a <= 65535 and 0 < b <= 65535) or b < a:
-        raise InvalidArgument(f"invalid port range: {port}")
-    return [f"{p}/{proto}" for p in range(a, b + 1)]
-
-
-def _check_signal(sig: str) -> None:
-    if sig.isdigit():
-        if not 0 < int(sig) < 65:
-            raise InvalidArgument(f"Invalid signal: {sig}")
-        return
-    name = sig.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    if name not in SIGNALS and not name.startswith("SIGRTMIN") and not name.startswith("SIGRTMAX"):
-        raise InvalidArgument(f"Invalid signal: {sig}")
-
-
-def _healthcheck(ins: I.Healthcheck, st: StageState) -> dict[str, Any]:
-    if ins.kind == "NONE":
-        return {"Test": ["NONE"]}
-    cmd = ins.command
-    assert cmd is not None
-    test = (["CMD"] + list(cmd.exec_form)) if cmd.exec_form is not None else ["CMD-SHELL", cmd.shell_form]
-    hc: dict[str, Any] = {"Test": test}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
-                      ("start-interval", "StartInterval")):
-        v = ins.flag(flag)
-        if v:
-            d = I.parse_duration(v)
-            if d:
-                hc[key] = d
-    r = ins.flag("retries")
-    if r:
-        hc["Retries"] = int(r)
-    return hc
-
-
-def _dur(ns: int) -> str:
-    if not ns:
-        return "0s"
-    s = ns / 1e9
-    return f"{s:g}s"
-
-
-def _healthcheck_text(hc: dict[str, Any]) -> str:
-    return (f"&{{{go_quote_list(hc['Test'])} \"{_dur(hc.get('Interval', 0))}\" \"{_dur(hc.get('Timeout', 0))}\" "
-            f"\"{_dur(hc.get('StartPeriod', 0))}\" \"{_dur(hc.get('StartInterval', 0))}\" '\\x{hc.get('Retries', 0):02x}'}}")
-

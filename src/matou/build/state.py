@@ -136,3 +136,16 @@ def go_quote_list(items: list[str]) -> str:
 def go_list(items: list[str]) -> str:
     """Go's ``%v`` of a []string: ``[a b]``."""
     return "[" + " ".join(items) + "]"
+
+
+def automatic_args(platform: str) -> dict[str, str | None]:
+    """BuildKit's automatic platform ARGs (usable in FROM lines, and in a stage after ``ARG NAME``)."""
+    host = Platform.host()
+    target = Platform.parse(platform) if platform else host
+    out: dict[str, str | None] = {}
+    for prefix, p in (("BUILD", host), ("TARGET", target)):
+        out[prefix + "PLATFORM"] = f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+        out[prefix + "OS"] = p.os
+        out[prefix + "ARCH"] = p.architecture
+        out[prefix + "VARIANT"] = p.variant or ""
+    return out
