@@ -11,7 +11,8 @@ fails, the images this build created are removed again (their cache entries stay
 up to the failing step) and no tag changes: tags are applied only after the last step.
 
 Blocking work (copies, layer blobs, image commits, the database) runs in worker threads; the event loop only
-orchestrates and streams.
+orchestrates and streams. The instructions themselves live in ``configsteps`` (config-only), ``runstep`` (RUN)
+and ``copystep`` (COPY, ADD); this module is the frame: stages, arguments, the cache and commits.
 """
 
 from __future__ import annotations
