@@ -115,6 +115,13 @@ class Builder(RunSteps, CopySteps):
         df = I.parse_dockerfile(parse(text, fn))
         self.df = df
         self.lex = Lexer(df.escape)
+        if self.opts.platform:
+            from matou.types.oci import Platform
+
+            want, host = Platform.parse(self.opts.platform), Platform.host()
+            if not host.matches(want):
+                raise InvalidArgument(f"cannot build for {self.opts.platform} on this {host.os}/{host.architecture} "
+                                      "host: matou does not emulate other architectures")
         self.meta = automatic_args(self.opts.platform)
         for w in df.warnings:
             await self.say(w + "\n")
