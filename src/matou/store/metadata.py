@@ -16,6 +16,7 @@ Schema (version 1)::
     leases(id PK, created, expires), lease_resources(lease, kind, ref; PK all)   pin work in flight against GC
     kv(key PK, value)                                                      small daemon-wide settings
     sandboxes(container_id PK, record JSON)   (version 2) a running container's netns, veths, published ports
+    build_cache + (parent, created_by, sources JSON, pins JSON, size, usage_count)   (version 3) explain and pin
 
 Migrations: ``MIGRATIONS[i]`` brings ``PRAGMA user_version`` from i to i+1, inside one transaction, so a
 crash mid-migration leaves the previous version intact. Add a new entry for every schema change; never edit
@@ -135,6 +136,16 @@ MIGRATIONS: list[str] = [
         container_id TEXT PRIMARY KEY,
         record TEXT NOT NULL
     );
+    """,
+    # 3: what the builder needs to explain a cache miss and to pin a cache entry's blobs and layers
+    """
+    ALTER TABLE build_cache ADD COLUMN parent TEXT;
+    ALTER TABLE build_cache ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE build_cache ADD COLUMN sources TEXT;
+    ALTER TABLE build_cache ADD COLUMN pins TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE build_cache ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE build_cache ADD COLUMN usage_count INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX build_cache_by_parent ON build_cache(parent);
     """,
 ]
 
