@@ -7,10 +7,14 @@ What it does, in one run on this machine:
 2. times `matou run --rm --network none busybox true` and `podman run --rm --network none ... true`,
    interleaved (A B A B ...), and prints medians, the ratio, and matou's `--trace` breakdown;
 3. times `matou ps` / `matou version` against `docker ps` / `docker version` on a private dockerd, interleaved;
-4. reports matoud's idle RSS and the PSS of each running container's monitor (10 running containers).
+4. reports matoud's idle RSS and the PSS of each running container's monitor (10 running containers);
+5. (bridge variant, issue 4) times `matou run --rm busybox true` on matou's default bridge against
+   `podman run --rm` and `docker run --rm` on their default bridges, interleaved, and prints the `network` step of
+   matou's `--trace` (median over the rounds).
 
 Goals (issue 3): run <= 0.15x podman; ps/version <= docker ps; idle RSS <= 60 MB; monitor PSS <= 2.7 MB.
-Usage: .venv/bin/python bench/run.py [--rounds N] [--no-docker] [--no-podman]
+Goals (issue 4): bridge run <= 0.1x the faster peer; network setup <= 15 ms per container.
+Usage: .venv/bin/python bench/run.py [--rounds N] [--no-docker] [--no-podman] [--no-bridge] [--only-bridge]
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ class Dockerd:
         self.bridge = "mbdock0"
 
     def start(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
         if not shutil.which("dockerd"):
             return False
         subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], capture_output=True)
@@ -193,11 +199,43 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def bridge_variant(m: Matoud, p: Podman | None, d: Dockerd | None, rounds: int) -> None:
+    """`run --rm busybox true` on each engine's default bridge network, interleaved (issue 4)."""
+    cmds: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        "matou run --rm (bridge)": (matou_cmd() + ["run", "--rm", "busybox", "true"], m.env)}
+    if p is not None:
+        cmds["podman run --rm (bridge)"] = (p.cmd("run", "--rm", "localhost/busybox:latest", "true"), p.env)
+    if d is not None and d.start():
+        tar = os.path.join(m.root, "busybox-image.tar")
+        sh(matou_cmd() + ["save", "-o", tar, "busybox:latest"], env=m.env)
+        sh(["docker", "load", "-i", tar], env=d.env)
+        cmds["docker run --rm (bridge)"] = (["docker", "run", "--rm", "busybox:latest", "true"], d.env)
+    res = interleave(cmds, rounds)
+    print("run --rm on the default bridge network:")
+    for k, v in res.items():
+        print(f"  {k:<36} {v:8.1f} ms")
+    peers = [v for k, v in res.items() if not k.startswith("matou")]
+    if peers:
+        print(f"  ratio matou/faster peer: {res['matou run --rm (bridge)'] / min(peers):.3f} (goal <= 0.1)")
+    steps: list[float] = []
+    trace = ""
+    for _ in range(rounds):
+        trace = subprocess.run(matou_cmd() + ["run", "--trace", "--rm", "busybox", "true"],
+                               capture_output=True, env=m.env).stderr.decode()
+        steps += [float(ln.split()[-2]) for ln in trace.splitlines() if ln.strip().startswith("network ")]
+    if steps:
+        print(f"  network setup (--trace 'network' step): median {statistics.median(steps):.2f} ms, "
+              f"max {max(steps):.2f} ms over {len(steps)} runs (goal <= 15 ms)")
+    print("  trace of one bridge run:\n" + "\n".join("    " + ln for ln in trace.splitlines()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--no-docker", action="store_true")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--no-bridge", action="store_true", help="skip the bridge-network variant")
+    ap.add_argument("--only-bridge", action="store_true", help="run only the bridge-network variant")
     a = ap.parse_args()
     m = Matoud()
     p = Podman() if not a.no_podman and shutil.which("podman") else None
@@ -219,6 +257,9 @@ def main() -> None:
             sh(p.cmd("import", tar, "localhost/busybox:latest"), env=p.env)
             cmds["podman run --rm --network none"] = (p.cmd("run", "--rm", "--network", "none",
                                                             "localhost/busybox:latest", "true"), p.env)
+        if a.only_bridge:
+            bridge_variant(m, p, d, a.rounds)
+            return
         res = interleave(cmds, a.rounds)
         for k, v in res.items():
             print(f"  {k:<36} {v:8.1f} ms")
@@ -253,6 +294,10 @@ def main() -> None:
         print(f"monitor PSS with 10 running containers: median {statistics.median(pss) / 1024:.2f} MB, "
               f"max {max(pss) / 1024:.2f} MB (goal <= 2.7 MB)")
         print(f"matoud RSS with 10 running containers: {rss_kb(m.proc.pid) / 1024:.1f} MB")
+        for cid in ids:
+            m.cli("rm", "-f", cid)
+        if not a.no_bridge:
+            bridge_variant(m, p, d, a.rounds)
     finally:
         m.stop()
         if p is not None:

@@ -202,7 +202,7 @@ def test_published_ports(netd: Daemon, names: list[str]) -> None:
 
 def test_network_commands(netd: Daemon, names: list[str]) -> None:
     d = netd
-    names += ["s1", "s2", "s3", "cn", "nC", "nD", "nE"]
+    names += ["s1", "s2", "s3", "cn", "bb", "nC", "nD", "nE"]
     nid = d.out("network", "create", "--subnet", "10.77.3.0/24", "--gateway", "10.77.3.254", "--ip-range",
                 "10.77.3.16/28", "--label", "team=blue", "nC").strip()
     assert len(nid) == 64
@@ -247,6 +247,12 @@ def test_network_commands(netd: Daemon, names: list[str]) -> None:
     assert s1["nD"]["IPAddress"] in d.out("exec", "cn", "nslookup", "second")
     r = d.cli("network", "connect", "nD", "s1", check=False)
     assert r.returncode == 1 and b"already exists" in r.stderr
+    # a default-bridge container joining its first user network gets the embedded resolver too
+    d.cli("run", "-d", "--name", "bb", "--mac-address", "02:11:22:33:44:55", "busybox", "sleep", "600")
+    assert d.out("exec", "bb", "cat", "/sys/class/net/eth0/address").strip() == "02:11:22:33:44:55"
+    d.cli("network", "connect", "nD", "bb")
+    assert "nameserver 127.0.0.11" in d.out("exec", "bb", "cat", "/etc/resolv.conf")
+    assert inspect(d, "cn")["NetworkSettings"]["Networks"]["nD"]["IPAddress"] in d.out("exec", "bb", "nslookup", "cn")
     d.cli("network", "disconnect", "nD", "s1")
     assert set(inspect(d, "s1")["NetworkSettings"]["Networks"]) == {"nC"}
     assert d.cli("exec", "s1", "ip", "link", "show", "eth1", check=False).returncode != 0
@@ -258,7 +264,7 @@ def test_network_commands(netd: Daemon, names: list[str]) -> None:
     assert "eth0" in out and "eth1" in out
     # prune removes unused networks only
     d.cli("network", "create", "nE")
-    d.cli("rm", "-f", "s1", "s2", "s3", "cn")
+    d.cli("rm", "-f", "s1", "s2", "s3", "cn", "bb")
     out = d.out("network", "prune", "-f")
     assert "nC" in out and "nD" in out and "nE" in out
     assert d.out("network", "ls", "-q", "--filter", "type=custom").strip() == ""

@@ -101,6 +101,7 @@ class NetworksService:
         self._ready = asyncio.Event()
         self._started = False
         self._mutate = asyncio.Lock()
+        self._pending: set[asyncio.Future[None]] = set()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._exec, functools.partial(fn, *args))
@@ -223,6 +224,11 @@ class NetworksService:
                 log.error("network %s: bridge %s: %s", n.name, n.bridge, e)
         for sb in drop:
             self.driver.remove_sandbox(sb.path)
+        known = {os.path.basename(sb.path) for sb in keep}
+        for name in os.listdir(self.netns_dir):  # pins of a crash mid-setup or mid-teardown
+            if name not in known:
+                log.info("removing orphaned network namespace %s", name)
+                self.driver.remove_sandbox(os.path.join(self.netns_dir, name))
         out = []
         for sb in keep:
             if not netns.is_pinned(sb.path):
@@ -260,6 +266,7 @@ class NetworksService:
         return out
 
     async def stop(self) -> None:
+        await self.settle()
         for srv in self._dns.values():
             srv.close()
         self._dns.clear()
@@ -306,7 +313,8 @@ class NetworksService:
                                   f"{primary.name}")
         plan: list[tuple[NetworkRecord, dict[str, Any]]] = []
         seen: set[str] = set()
-        pcfg = eps.get(nm) or eps.get(primary.name) or eps.get(primary.id) or {}
+        pcfg = eps.get(nm) or eps.get(primary.name) or eps.get(primary.id) or \
+            (eps.get("default") if primary.is_default else None) or {}
         for name, ep in [(primary.name, pcfg)] + sorted(eps.items()):
             net = self.find(name)
             if net.id in seen:
@@ -410,7 +418,7 @@ class NetworksService:
         if not self._ready.is_set():
             await self._ready.wait()
         t0 = time.perf_counter()
-        if c.id in self._sandboxes or self.db.one("SELECT 1 FROM sandboxes WHERE container_id=?", (c.id,)):
+        if c.id in self._sandboxes:  # after start, memory and the sandboxes table agree
             await self.teardown(c)
         if not c.networks:
             raise NotFound("the container is not connected to any network")
@@ -512,13 +520,28 @@ class NetworksService:
             srv.close()
         for s in self._held.pop(c.id, []):
             s.close()
-        await self._run(self._kernel_teardown, sb, self._started)
         self.db.execute("DELETE FROM sandboxes WHERE container_id=?", (c.id,))
+        # the kernel work (unpin the namespace, drop the DNAT elements) is queued on the worker, off the exit path;
+        # the worker runs in order, so a restart of this container finds it done; a crash leaves a pin that the
+        # next start sweeps
+        fut = asyncio.get_running_loop().run_in_executor(self._exec, self._kernel_teardown, sb, self._started)
+        self._pending.add(fut)
+        fut.add_done_callback(self._teardown_done)
+
+    def _teardown_done(self, fut: asyncio.Future[None]) -> None:
+        self._pending.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("network teardown: %s", fut.exception())
 
     def _kernel_teardown(self, sb: SandboxRecord, started: bool) -> None:
         if started and self.fw is not None and sb.ports:
             self.fw.remove_ports(sb.port_maps())
         self.driver.remove_sandbox(sb.path)
+
+    async def settle(self) -> None:
+        """Wait for queued teardowns (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def on_remove(self, c: Container) -> None:
         try:
@@ -763,6 +786,7 @@ class NetworksService:
                     self._save_sandbox(sb)
                     socks = await self._run(self.driver.open_dns, sb.path)
                     await self._start_dns(sb, socks)
+                    _point_resolv_conf_at_dns(c)
             c = self.svcs.containers.get(c.id)
             c.networks[net.name] = ep
             self._save_container(c)
@@ -803,6 +827,23 @@ class NetworksService:
         self._save_container(c)
         if net is not None:
             self._publish("disconnect", net, c.id)
+
+
+def _point_resolv_conf_at_dns(c: Container) -> None:
+    """A running container joined its first user network: its resolv.conf (bind-mounted, so rewritten in place,
+    same inode) now names the embedded resolver."""
+    from matou.daemon.services.containers.bundle import resolv_conf
+
+    hc = c.host_config
+    if not c.resolv_conf_path or not os.path.exists(c.resolv_conf_path):
+        return
+    try:
+        with open(c.resolv_conf_path, "r+") as f:
+            f.write(resolv_conf(list(hc.get("Dns") or []), list(hc.get("DnsSearch") or []),
+                                list(hc.get("DnsOptions") or []), dnsmod.ADDRESS))
+            f.truncate()
+    except OSError as e:
+        log.warning("container %s: rewriting resolv.conf: %s", c.id[:12], e)
 
 
 def _dns_names(c: Container, aliases: list[str]) -> list[str]:
