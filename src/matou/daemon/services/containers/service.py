@@ -110,6 +110,7 @@ class ContainersService:
         self.execs: dict[str, ExecRecord] = {}
         self._changed = asyncio.Condition()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._starting_ids: set[str] = set()  # starts in progress (the lock is also held by cleanups)
         self._pending_attach: dict[str, list[asyncio.Future[None]]] = {}
         self._removed: set[str] = set()
         env = dict(os.environ)
@@ -359,7 +360,11 @@ class ContainersService:
                 raise NotModified("container already started")
             if c.state.Status == "removing":
                 raise Conflict("container is marked for removal and cannot be started")
-            await self._start_locked(c)
+            self._starting_ids.add(c.id)
+            try:
+                await self._start_locked(c)
+            finally:
+                self._starting_ids.discard(c.id)
 
     async def _start_locked(self, c: Container) -> None:
         hc = c.host_config
@@ -720,8 +725,8 @@ class ContainersService:
         return {"StatusCode": c.state.ExitCode, "Error": {"Message": c.state.Error} if c.state.Error else None}
 
     def _starting(self, cid: str) -> bool:
-        lk = self._locks.get(cid)
-        return bool(lk and lk.locked())
+        # not the lock: the unmount after an exit holds it too, and a wait() then would miss that exit
+        return cid in self._starting_ids
 
     async def pause(self, ref: str) -> None:
         c = self.get(ref)
