@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,12 @@ def target(fs: str, base: str, name: str) -> Iterator[str]:
         shutil.rmtree(dest, ignore_errors=True)
 
 
+def _cpu() -> float:
+    """User+system seconds of this process (all threads) plus its waited-for children (tar, gzip)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def fstype(path: str) -> str:
     out = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
     return out.stdout.strip() or "?"
@@ -152,6 +159,7 @@ def main() -> int:
     if not args.no_tarfile:  # "before": what Python's tarfile (with isal for gzip) gets
         tools["Python tarfile (isal gunzip)"] = run_tarfile
     times: dict[str, list[float]] = {k: [] for k in tools}
+    cpus: dict[str, list[float]] = {k: [] for k in tools}
     try:
         print(f"layer: {csize:.0f} MiB gzip -6, {mib:.0f} MiB uncompressed (128 MiB random + 20,000 files 1-8 KiB)")
         where = "a brand-new ext4 (no journal, memory-backed loop device)" if fs == "ext4" else fstype(base)
@@ -162,7 +170,9 @@ def main() -> int:
             for name in (order if r % 2 == 0 else order[::-1]):
                 with target(fs, base, f"run{r}-{name.split()[0].lower()}") as dest:
                     subprocess.run(["sync"], check=False)
+                    cpu0 = _cpu()
                     times[name].append(tools[name](layer, dest))
+                    cpus[name].append(_cpu() - cpu0)
             print(f"  round {r + 1}: " + "  ".join(f"{k.split()[0]} {v[-1]:.2f}s" for k, v in times.items()),
                   flush=True)
     finally:
@@ -171,10 +181,13 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
 
     tar_med = statistics.median(times["GNU tar -xzf"])
-    print(f"\n{'tool':32} {'median s':>9} {'MiB/s':>8} {'vs tar':>7}")
+    print(f"\n{'tool':32} {'median s':>9} {'MiB/s':>8} {'vs tar':>7} {'best s':>7} {'cpu s':>6}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:32} {med:9.2f} {mib / med:8.0f} {tar_med / med:6.2f}x")
+        print(f"{name:32} {med:9.2f} {mib / med:8.0f} {tar_med / med:6.2f}x {min(ts):7.2f} "
+              f"{statistics.median(cpus[name]):6.2f}")
+    print(f"(machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; cpu s = user+sys "
+          "of all threads/processes of that tool)")
     if "Python tarfile (isal gunzip)" in times:
         before = statistics.median(times["Python tarfile (isal gunzip)"])
         after = statistics.median(times["matou apply_layer"])

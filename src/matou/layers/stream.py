@@ -43,7 +43,7 @@ class TarStream:
         self._max_size = max_size
         self._chunk = chunk
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._hq: queue.Queue[Any] = queue.Queue(maxsize=2 * depth)
+        self._hq: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._raw_hash = hashlib.sha256()
         self._tar_hash = hashlib.sha256()
         self._stop = threading.Event()
