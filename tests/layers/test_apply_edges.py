@@ -162,3 +162,36 @@ def test_aufs_metadata_is_ignored(tmp_path) -> None:
     apply(archive(member(b".wh..wh.plnk/", typeflag=b"5"), member(b".wh..wh.aufs", b""), member(b"f", b"f")),
           dest)
     assert os.listdir(dest) == ["f"]
+
+
+def test_errors_in_the_file_thread_surface_and_clean_up(tmp_path) -> None:
+    """A small file is finished by the second thread; its failure still names the entry and empties dest."""
+    data = archive(*(member(b"ok%d" % i, b"fine") for i in range(100)),
+                   pax_member({b"SCHILY.xattr.security.capability": b"not a capability"}),
+                   member(b"bad-cap", b"x"),
+                   *(member(b"later%d" % i, b"more") for i in range(100)))
+    dest = tmp_path / "d"
+    dest.mkdir()
+    with pytest.raises(InvalidArgument, match="'bad-cap'"):
+        apply_layer(io.BytesIO(data), str(dest))
+    assert os.listdir(dest) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_out_of_inodes_is_reported_and_cleaned(tmp_path) -> None:
+    import subprocess
+
+    from matou.errors import SystemError_
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=40", "small", str(mnt)], check=True)
+    try:
+        dest = mnt / "layer"
+        dest.mkdir()
+        data = archive(*(member(b"f%03d" % i, b"x") for i in range(100)))
+        with pytest.raises(SystemError_, match="no space left on device while writing tar entry 'f0"):
+            apply_layer(io.BytesIO(data), str(dest))
+        assert os.listdir(dest) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

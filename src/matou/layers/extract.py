@@ -134,6 +134,8 @@ def set_xattrs(target: int | bytes, xattrs: list[tuple[bytes, bytes]]) -> None:
 def entry_error(e: Entry, err: OSError) -> Exception:
     if err.errno == errno.ENAMETOOLONG:
         return InvalidArgument(f"refusing tar entry {e.describe()!r}: a name in it is too long for the filesystem")
+    if err.errno == errno.EINVAL:  # e.g. a malformed security.capability value
+        return InvalidArgument(f"refusing tar entry {e.describe()!r}: the system rejects it ({err.strerror})")
     if err.errno == errno.ENOSPC:
         return SystemError_(f"no space left on device while writing tar entry {e.describe()!r}")
     return SystemError_(f"cannot apply tar entry {e.describe()!r}: {err.strerror or err}")
