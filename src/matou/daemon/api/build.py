@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from matou.build.runstep import StepFailed
 from matou.build.options import from_query
+from matou.build.runstep import StepFailed
 from matou.daemon.api.app import Router, qbool, services
 from matou.daemon.api.streams import buffered_reader, json_stream, write_json_line
 from matou.errors import InvalidArgument, MatouError, Unsupported
