@@ -1,7 +1,7 @@
 """The kernel side of bridge networks: bridges, sandboxes (network namespaces) and the veth pairs between them.
 
-Blocking and not thread-safe: the network service calls it from one worker thread, which is the only thread that
-ever switches network namespace (see ``matou.network.netns``). Per container on the run path: one ``unshare``
+Blocking and not thread-safe: one instance per thread (each has its own netlink socket). Per container on the run
+path: one ``unshare``
 and bind mount, one netlink message for the veth pair (host end created up and on its bridge, the other end
 created inside the container's namespace), and four small messages inside (loopback up, eth0 up, address,
 default route). Nothing is deleted on the run path: dropping the namespace takes the container's veth along.

@@ -122,5 +122,11 @@ class Firewall:
     def destroy(self) -> None:
         self.nft.run(f"table ip {self.table} {{ }}\ndelete table ip {self.table}\n", check=False)
 
+    def forward_dropped_elsewhere(self) -> bool:
+        """True if iptables' FORWARD chain drops by default (dockerd sets that): a drop in any base chain is final,
+        so containers' outbound and published-port traffic would die there whatever this table says."""
+        out = self.nft.run("list chain ip filter FORWARD\n", check=False)
+        return "policy drop" in out
+
     def exists(self) -> bool:
         return f"table ip {self.table}" in self.nft.run("list tables\n", check=False)

@@ -1,7 +1,7 @@
 """Named network namespaces: created by the calling thread, pinned by a bind mount, entered briefly to open sockets.
 
-``setns``/``unshare`` change only the calling thread, so the daemon does this on one dedicated worker thread and
-always switches back before returning. A container joins the namespace through its path (the OCI spec's
+``setns``/``unshare`` change only the calling thread, and every function here switches back before it returns
+(a thread that cannot is stopped loudly: it would configure the wrong namespace), so any thread may call them. A container joins the namespace through its path (the OCI spec's
 ``namespaces[].path``); removing the bind mount drops the daemon's reference, and the kernel destroys the
 namespace, and with it the container's end of every veth pair, once the container's processes are gone too:
 that deletion (20-30 ms in the kernel) happens off every critical path.

@@ -5,8 +5,13 @@ Where things live:
 - addresses: table ``ip_allocations`` through ``DatabaseIPAM``, allocated at container create, released at ``rm``;
 - a running container's namespace, veths and published ports: table ``sandboxes`` (``SandboxRecord``), written at
   start, deleted at exit, so a restarted daemon can put everything back;
-- the kernel (bridges, namespaces, veths, nftables) is touched only from one worker thread (``self._run``), the
-  one thread that ever switches network namespace.
+- the kernel: the run path (a container's namespace, veths, its published ports) is done inline on the event loop
+  (``self.fast``, ~3-4 ms, measured ~1 ms faster and with a much shorter tail than a hop to a worker thread, whose
+  every syscall return waits for the GIL under load); everything slow or rare (bridges, deleting links, unpinning
+  namespaces after an exit, start and stop) runs on one worker thread (``self.driver`` via ``self._run``). Each
+  thread has its own netlink socket; nftables is only used from the loop (and from the worker before the loop needs
+  it, at start, or after, at stop), so the table and its port maps never race. A thread that switches network
+  namespace always switches back before it returns.
 
 Lifecycle: ``start`` (after the containers service re-adopted its containers) recreates bridges, re-attaches the
 surviving veths of running containers, re-reserves their ports, restarts their DNS servers and rebuilds the
@@ -91,7 +96,9 @@ class NetworksService:
         self.db = db
         self.ipam = DatabaseIPAM(db)
         self.netns_dir = os.path.join(self.cfg.exec_root, "netns")
-        self.driver = BridgeDriver()
+        self.driver = BridgeDriver()  # the worker thread's
+        self.fast = BridgeDriver()    # the event loop's (the run path)
+        self._stale_bridge: str | None = None
         self.fw: Firewall | None = None
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="matou-net")
         self._nets: dict[str, NetworkRecord] = {}
@@ -148,8 +155,7 @@ class NetworksService:
         want = (str(gw.network), str(gw.ip), self.cfg.bridge_name)
         if br is None or (br.subnet, br.gateway, br.bridge) != want:
             if br is not None and br.bridge != self.cfg.bridge_name:
-                with contextlib.suppress(Exception):
-                    self.driver.delete_bridge(br.bridge)
+                self._stale_bridge = br.bridge  # the bridge option changed: the old one goes at start
             rec = NetworkRecord(id=br.id if br else new_id(), name=DEFAULT_BRIDGE, driver="bridge",
                                 created=br.created if br else rfc3339(), subnet=str(gw.network), gateway=str(gw.ip),
                                 bridge=self.cfg.bridge_name, options=opts)
@@ -217,6 +223,8 @@ class NetworksService:
         if self.cfg.iptables:
             self.fw = Firewall(Nft(), table_name(self.cfg.bridge_name))
             BridgeDriver.enable_forwarding()
+        if self._stale_bridge:
+            self.driver.delete_bridge(self._stale_bridge)
         for n in self._bridges():
             try:
                 self.driver.ensure_bridge(n.bridge, f"{n.gateway}/{n.prefix}", n.mtu)
@@ -263,6 +271,9 @@ class NetworksService:
             out.append((sb, held, socks))
         if self.fw is not None:
             self.fw.rebuild([n.rules() for n in self._bridges()], [p for sb, _, _ in out for p in sb.port_maps()])
+            if self.fw.forward_dropped_elsewhere():
+                log.warning("iptables' FORWARD chain has policy DROP (dockerd sets it): containers' outbound and "
+                            "published-port traffic is dropped there; `iptables -P FORWARD ACCEPT` lets it pass")
         return out
 
     async def stop(self) -> None:
@@ -285,6 +296,7 @@ class NetworksService:
         for b in bridges:
             self.driver.delete_bridge(b)
         self.driver.close()
+        self.fast.close()
 
     # ------------------------------------------------------------------ container hooks
     def _endpoint_configs(self, networking_config: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -446,7 +458,7 @@ class NetworksService:
                            _upstreams(c, self.cfg) if want_dns else [])
         primary_ip = specs[0].cidr.split("/")[0]
         t1 = time.perf_counter()
-        socks, held, maps = await self._run(self._kernel_setup, sb.path, specs, want_dns, reqs, primary_ip, c.name)
+        socks, held, maps = self._kernel_setup(sb.path, specs, want_dns, reqs, primary_ip, c.name)
         t2 = time.perf_counter()
         sb.ports = [_portdict(m) for m in maps]
         self._sandboxes[c.id] = sb
@@ -472,7 +484,7 @@ class NetworksService:
     def _kernel_setup(self, path: str, specs: list[LinkSpec], want_dns: bool, reqs: list[portsmod.Request],
                       ip: str, owner: str
                       ) -> tuple[tuple[socket.socket, socket.socket] | None, list[socket.socket], list[PortMap]]:
-        socks = self.driver.create_sandbox(path, specs, want_dns)
+        socks = self.fast.create_sandbox(path, specs, want_dns)
         held: list[socket.socket] = []
         maps: list[PortMap] = []
         try:
@@ -488,7 +500,7 @@ class NetworksService:
             if socks is not None:
                 for s in socks:
                     s.close()
-            self.driver.remove_sandbox(path)
+            self.fast.remove_sandbox(path)
             raise
         return socks, held, maps
 
@@ -521,10 +533,11 @@ class NetworksService:
         for s in self._held.pop(c.id, []):
             s.close()
         self.db.execute("DELETE FROM sandboxes WHERE container_id=?", (c.id,))
-        # the kernel work (unpin the namespace, drop the DNAT elements) is queued on the worker, off the exit path;
-        # the worker runs in order, so a restart of this container finds it done; a crash leaves a pin that the
-        # next start sweeps
-        fut = asyncio.get_running_loop().run_in_executor(self._exec, self._kernel_teardown, sb, self._started)
+        if self._started and self.fw is not None and sb.ports:
+            self.fw.remove_ports(sb.port_maps())  # inline, so a restart publishing the same port finds it free
+        # unpinning the namespace is queued on the worker, off the exit path (the kernel destroys the namespace
+        # and the container's veths asynchronously anyway); a crash leaves a pin that the next start sweeps
+        fut = asyncio.get_running_loop().run_in_executor(self._exec, self.driver.remove_sandbox, sb.path)
         self._pending.add(fut)
         fut.add_done_callback(self._teardown_done)
 
@@ -532,11 +545,6 @@ class NetworksService:
         self._pending.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("network teardown: %s", fut.exception())
-
-    def _kernel_teardown(self, sb: SandboxRecord, started: bool) -> None:
-        if started and self.fw is not None and sb.ports:
-            self.fw.remove_ports(sb.port_maps())
-        self.driver.remove_sandbox(sb.path)
 
     async def settle(self) -> None:
         """Wait for queued teardowns (tests, shutdown)."""
@@ -680,23 +688,24 @@ class NetworksService:
                                 user_subnet=bool(cfg.get("Subnet")))
             self._store(rec)
             try:
-                await self._run(self._kernel_network, rec, None, self._all_ports())
+                await self._run(self.driver.ensure_bridge, rec.bridge, f"{rec.gateway}/{rec.prefix}", rec.mtu)
+                self._rebuild_firewall()
             except BaseException:
                 self.db.execute("DELETE FROM networks WHERE id=?", (nid,))
                 self._nets.pop(nid, None)
                 with contextlib.suppress(Exception):
-                    await self._run(self._kernel_network, None, rec, self._all_ports())
+                    self._rebuild_firewall()
+                with contextlib.suppress(Exception):
+                    await self._run(self.driver.delete_bridge, rec.bridge)
                 raise
         self._publish("create", rec)
         return {"Id": nid, "Warning": ""}
 
-    def _kernel_network(self, add: NetworkRecord | None, remove: NetworkRecord | None, ports: list[PortMap]) -> None:
-        if add is not None:
-            self.driver.ensure_bridge(add.bridge, f"{add.gateway}/{add.prefix}", add.mtu)
+    def _rebuild_firewall(self) -> None:
+        """The whole table from the networks and the published ports now (inline: ~1 ms, and ordered with the
+        run path's port map changes)."""
         if self.fw is not None:
-            self.fw.rebuild([n.rules() for n in self._bridges()], ports)
-        if remove is not None:
-            self.driver.delete_bridge(remove.bridge)
+            self.fw.rebuild([n.rules() for n in self._bridges()], self._all_ports())
 
     async def remove(self, ref: str) -> None:
         async with self._mutate:
@@ -712,7 +721,8 @@ class NetworksService:
             tx.execute("DELETE FROM networks WHERE id=?", (n.id,))
             tx.execute("DELETE FROM ip_allocations WHERE network_id=?", (n.id,))
         self._nets.pop(n.id, None)
-        await self._run(self._kernel_network, None, n, self._all_ports())
+        self._rebuild_firewall()
+        await self._run(self.driver.delete_bridge, n.bridge)
         self._publish("destroy", n)
 
     async def prune(self, filters: str | None = None) -> dict[str, Any]:
@@ -776,6 +786,8 @@ class NetworksService:
                 spec = LinkSpec(veth_name(), ifname, net.bridge, f"{ep['IPAddress']}/{net.prefix}",
                                 ep["MacAddress"], None, net.mtu)
                 await self._run(self.driver.add_link, sb.path, spec)
+                if self._sandboxes.get(c.id) is not sb:  # the container stopped meanwhile: its namespace is gone
+                    raise Conflict(f"container {c.name} stopped while being connected to {net.name}")
                 names = [] if net.is_default else _dns_names(c, ep.get("Aliases") or [])
                 sb.links[net.id] = Link(net.id, spec.veth, ifname, ep["IPAddress"], net.prefix, ep["MacAddress"],
                                         ep["EndpointID"], names)
