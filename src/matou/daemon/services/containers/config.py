@@ -70,7 +70,9 @@ def merge_config(user: dict[str, Any], image: Image) -> dict[str, Any]:
     labels = dict(ic.get("Labels") or {})
     labels.update(user.get("Labels") or {})
     c["Labels"] = labels
-    if not user.get("Entrypoint"):
+    if user.get("Entrypoint") == [""]:
+        c["Entrypoint"] = None  # --entrypoint "": explicitly none, and the image's is not inherited
+    elif not user.get("Entrypoint"):
         if not user.get("Cmd"):
             c["Cmd"] = ic.get("Cmd")
         if user.get("Entrypoint") is None:
