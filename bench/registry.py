@@ -5,6 +5,8 @@ What is measured, interleaved A B A B over fresh registry roots (clients skip bl
 push starts from an empty registry):
 - push of a 4 x 64 MiB random-layer image with ``skopeo copy oci:... docker://...``;
 - pull of it with ``skopeo copy docker://... oci:...`` (no unpacking; into a fresh directory);
+- the same 4 layers pushed and pulled by 4 parallel curl processes (POST + PUT; GET to /dev/null), which
+  measures the registries rather than skopeo;
 - manifest GETs by tag from 8 concurrent keep-alive clients (``ab -k -c 8``);
 - peak resident memory (VmHWM) of each registry process over its push, pull and GET workload.
 Both registries run without authentication (matou in open mode, distribution without auth) and with access
@@ -61,15 +63,17 @@ def make_layout(path: str) -> None:
     blobs = os.path.join(path, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
     layers = []
+    import gzip
+
     for _ in range(LAYERS):
         tmp = os.path.join(blobs, "tmp")
-        with open(tmp, "wb") as f:
+        # valid gzip (stored blocks, level 0) around random bytes: skopeo copies a gzip layer as it is; anything
+        # else it would compress itself, and the numbers would be a Go gzip's, not the registries'
+        with gzip.GzipFile(tmp, "wb", compresslevel=0, mtime=0) as f:
             for _ in range(LAYER_MIB):
                 f.write(os.urandom(1 << 20))
         d, n = sha256_file(tmp)
         os.rename(tmp, os.path.join(blobs, d[7:]))
-        # random bytes labelled gzip: skopeo then copies them as they are instead of compressing them itself,
-        # so the numbers are the registries' and not a Go gzip's
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}}).encode()
@@ -159,8 +163,48 @@ class Server:
 class Results:
     push: list[float] = field(default_factory=list)
     pull: list[float] = field(default_factory=list)
+    raw_push: list[float] = field(default_factory=list)
+    raw_pull: list[float] = field(default_factory=list)
     gets: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
+
+
+def layer_files(layout: str) -> list[tuple[str, str]]:
+    with open(os.path.join(layout, "index.json")) as f:
+        md = json.load(f)["manifests"][0]["digest"]
+    with open(os.path.join(layout, "blobs", "sha256", md[7:])) as f:
+        layers = json.load(f)["layers"]
+    return [(x["digest"], os.path.join(layout, "blobs", "sha256", x["digest"][7:])) for x in layers]
+
+
+def _parallel(cmds: list[list[str]]) -> float:
+    t = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"curl failed: {p.stderr.read().decode() if p.stderr else ''}")
+    return time.perf_counter() - t
+
+
+def raw_push(host: str, layers: list[tuple[str, str]]) -> float:
+    """The 4 layers uploaded in parallel by curl (POST for a session, then one PUT with the body)."""
+    cmds = []
+    for digest, path in layers:
+        req = urllib.request.Request(f"http://{host}/v2/bench/raw/blobs/uploads/", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = f"http://{host}{loc}"
+        url = loc + ("&" if "?" in loc else "?") + "digest=" + digest
+        cmds.append(["curl", "-sf", "-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                     "--data-binary", f"@{path}", url])
+    return _parallel(cmds)
+
+
+def raw_pull(host: str, layers: list[tuple[str, str]]) -> float:
+    """The 4 layers downloaded in parallel by curl into /dev/null."""
+    return _parallel([["curl", "-sf", "-o", "/dev/null", f"http://{host}/v2/bench/img/blobs/{d}"]
+                      for d, _ in layers])
 
 
 def timed(cmd: list[str]) -> float:
@@ -197,6 +241,9 @@ def one_round(kind: str, workdir: str, client_dir: str, layout: str, n_requests:
             res.pull.append(timed(["skopeo", "copy", "-q", "--src-tls-verify=false", dest, f"oci:{out}:v1"]))
         finally:
             shutil.rmtree(out, ignore_errors=True)
+        layers = layer_files(layout)
+        res.raw_pull.append(raw_pull(s.host, layers))
+        res.raw_push.append(raw_push(s.host, layers))
         ab(s.host, 500)  # warm up
         res.gets.append(ab(s.host, n_requests))
         res.rss_kib.append(s.peak_rss_kib())
@@ -229,8 +276,8 @@ def main() -> int:
             for kind in order:
                 one_round(kind, workdir, client_dir, layout, args.requests, results[kind])
             print(f"run {i + 1}/{args.runs}: " + ", ".join(
-                f"{k} push {r.push[-1]:.2f}s pull {r.pull[-1]:.2f}s GET {r.gets[-1]:.0f}/s" for k, r in results.items()),
-                file=sys.stderr)
+                f"{k} push {r.push[-1]:.2f}s pull {r.pull[-1]:.2f}s raw {r.raw_push[-1]:.2f}/{r.raw_pull[-1]:.2f}s "
+                f"GET {r.gets[-1]:.0f}/s" for k, r in results.items()), file=sys.stderr)
     finally:
         shutil.rmtree(client_dir, ignore_errors=True)
         if not args.workdir:
@@ -240,6 +287,8 @@ def main() -> int:
     rows = [
         ("push 4x64 MiB (s)", med(m.push), med(d.push), med(d.push) / med(m.push), 1.0),
         ("pull 4x64 MiB (s)", med(m.pull), med(d.pull), med(d.pull) / med(m.pull), 1.0),
+        ("raw push, 4 parallel curl (s)", med(m.raw_push), med(d.raw_push), med(d.raw_push) / med(m.raw_push), 1.0),
+        ("raw pull, 4 parallel curl (s)", med(m.raw_pull), med(d.raw_pull), med(d.raw_pull) / med(m.raw_pull), 1.0),
         ("manifest GET, 8 clients (req/s)", med(m.gets), med(d.gets), med(m.gets) / med(d.gets), 0.8),
         ("peak RSS (MiB)", max(m.rss_kib) / 1024, max(d.rss_kib) / 1024, max(d.rss_kib) / max(m.rss_kib), 1.0),
     ]
@@ -249,8 +298,10 @@ def main() -> int:
     for name, a, b, ratio, goal in rows:
         verdict = "ok" if ratio >= goal else "MISSED"
         print(f"{name:34} {a:10.2f} {b:13.2f} {ratio:6.2f}x  >= {goal:.1f}x {verdict}")
-    print(f"blob throughput: push {IMAGE_MIB / med(m.push):.0f} vs {IMAGE_MIB / med(d.push):.0f} MiB/s, "
-          f"pull {IMAGE_MIB / med(m.pull):.0f} vs {IMAGE_MIB / med(d.pull):.0f} MiB/s")
+    print(f"blob throughput (matou vs distribution, MiB/s): skopeo push {IMAGE_MIB / med(m.push):.0f} vs "
+          f"{IMAGE_MIB / med(d.push):.0f}, skopeo pull {IMAGE_MIB / med(m.pull):.0f} vs {IMAGE_MIB / med(d.pull):.0f}, "
+          f"raw push {IMAGE_MIB / med(m.raw_push):.0f} vs {IMAGE_MIB / med(d.raw_push):.0f}, "
+          f"raw pull {IMAGE_MIB / med(m.raw_pull):.0f} vs {IMAGE_MIB / med(d.raw_pull):.0f}")
     return 0
 
 

@@ -86,8 +86,7 @@ async def _background(reg: Registry, stop: asyncio.Event) -> None:
 async def serve(cfg: RegistryConfig) -> None:
     _limit_malloc_arenas()
     reg = Registry(cfg)
-    # load the token machinery (and create the signing key on first start) before serving, so the first
-    # client does not wait for PyJWT/cryptography to import
+    # load (or, on first start, create) the token signing key before serving
     reg.tokens.public_pem()
     app = build_app(reg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -6,16 +6,20 @@ An access token carries ``iss``, ``sub`` (the user name, "" for anonymous), ``au
 (OAuth2 ``refresh_token`` grant, ``offline_token=true``) are JWTs of their own type that name the user and
 their ``token_version``: changing the password or removing the user kills them.
 
-The signing key lives in ``<root>/keys/token-es256.pem`` (0600), created the first time a token is needed;
-several processes on one root agree on it (create-exclusive, then everyone loads the winner). cryptography
-and PyJWT are imported only then, so a registry that never sees a token never pays for them.
+The signing key lives in ``<root>/keys/token-es256.pem`` (PKCS#8 PEM, 0600), created on first start;
+several processes on one root agree on it (create-exclusive, then everyone loads the winner). Signing and
+verification go through the system libcrypto (es256.py explains why not the cryptography wheel); the JWS
+compact form is simple enough to write here: only ``alg: ES256`` is accepted, and ``exp``, ``iss`` and
+``aud`` are required.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from matou.errors import Unauthorized
+from matou.registry.auth.es256 import EcKey
 
 _CACHE_MAX = 4096
 
@@ -32,6 +37,17 @@ class AccessClaims:
     subject: str
     grants: dict[tuple[str, str], frozenset[str]]
     expires: float
+
+
+_LEEWAY = 5
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def libtrust_kid(public_der: bytes) -> str:
@@ -58,13 +74,9 @@ class TokenService:
     def _load(self) -> None:
         if self._key is not None:
             return
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
         if not os.path.exists(self.key_path):
-            pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            pem = EcKey.generate().private_pem()
             tmp = f"{self.key_path}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -76,49 +88,68 @@ class TokenService:
                 os.link(tmp, self.key_path)  # first writer wins; everyone loads the winner
             os.unlink(tmp)
         with open(self.key_path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise RuntimeError(f"{self.key_path} is not an EC private key")
-        self._public = key.public_key()
-        der = self._public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self._kid = libtrust_kid(der)
+            try:
+                key = EcKey.from_pem(f.read())
+            except ValueError:
+                raise RuntimeError(f"{self.key_path} is not a P-256 private key") from None
+        self._kid = libtrust_kid(key.public_der())
         self._key = key
 
     def public_pem(self) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
+        """The public key, for a distribution registry (or anyone) that should trust these tokens."""
         self._load()
-        return self._public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self._key.public_pem()
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        self._load()
+        header = {"alg": "ES256", "typ": "JWT", "kid": self._kid}
+        signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
+                         + _b64(json.dumps(claims, separators=(",", ":")).encode()))
+        return signing_input + "." + _b64(self._key.sign(signing_input.encode()))
 
     def issue(self, subject: str, access: list[dict[str, Any]]) -> tuple[str, int, float]:
         """An access token; returns (token, expires_in, issued_at)."""
-        import jwt
-
-        self._load()
         now = time.time()
         claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": int(now) + self.ttl,
                   "nbf": int(now) - 1, "iat": int(now), "jti": uuid.uuid4().hex, "access": access}
-        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self._kid})
-        return token, self.ttl, now
+        return self._encode(claims), self.ttl, now
 
     def issue_refresh(self, subject: str, version: int) -> str:
-        import jwt
-
-        self._load()
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + self.refresh_ttl,
-                  "iat": now, "jti": uuid.uuid4().hex, "typ": "refresh", "ver": version}
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self._kid})
+        return self._encode({"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + self.refresh_ttl,
+                             "iat": now, "jti": uuid.uuid4().hex, "typ": "refresh", "ver": version})
 
     def _decode(self, token: str) -> dict[str, Any]:
-        import jwt
-
         self._load()
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise Unauthorized("invalid token: not a JWS")
         try:
-            return jwt.decode(token, self._public, algorithms=["ES256"], audience=self.service, issuer=self.issuer,
-                              options={"require": ["exp", "iss", "aud"]}, leeway=5)
-        except jwt.PyJWTError as e:
-            raise Unauthorized(f"invalid token: {e}") from None
+            header = json.loads(_unb64(parts[0]))
+            claims = json.loads(_unb64(parts[1]))
+            signature = _unb64(parts[2])
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("invalid token: malformed") from None
+        if not isinstance(header, dict) or header.get("alg") != "ES256":
+            raise Unauthorized("invalid token: the algorithm must be ES256")
+        if not self._key.verify(f"{parts[0]}.{parts[1]}".encode(), signature):
+            raise Unauthorized("invalid token: bad signature")
+        if not isinstance(claims, dict):
+            raise Unauthorized("invalid token: malformed claims")
+        now = time.time()
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise Unauthorized("invalid token: no expiry")
+        if now > exp + _LEEWAY:
+            raise Unauthorized("invalid token: expired")
+        if nbf is not None and (not isinstance(nbf, (int, float)) or now < nbf - _LEEWAY):
+            raise Unauthorized("invalid token: not valid yet")
+        if claims.get("iss") != self.issuer:
+            raise Unauthorized("invalid token: wrong issuer")
+        aud = claims.get("aud")
+        if not (aud == self.service or (isinstance(aud, list) and self.service in aud)):
+            raise Unauthorized("invalid token: wrong audience")
+        return claims
 
     def verify(self, token: str) -> AccessClaims:
         """Checks signature, issuer, audience, expiry; returns the subject and granted actions."""
