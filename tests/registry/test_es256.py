@@ -38,6 +38,10 @@ def test_wrong_keys_are_refused() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     with pytest.raises(ValueError):
         EcKey.from_pem(p384)
+    k256 = ec.generate_private_key(ec.SECP256K1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ValueError):
+        EcKey.from_pem(k256)
 
 
 def test_signatures_cross_verify() -> None:

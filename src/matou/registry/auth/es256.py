@@ -38,6 +38,7 @@ class _Lib:
             "EVP_PKEY_free": (None, [_P]),
             "EVP_PKEY_get_base_id": (ctypes.c_int, [_P]),
             "EVP_PKEY_get_bits": (ctypes.c_int, [_P]),
+            "EVP_PKEY_get_group_name": (ctypes.c_int, [_P, ctypes.c_char_p, _SIZE, ctypes.POINTER(_SIZE)]),
             "BIO_s_mem": (_P, []),
             "BIO_new": (_P, [_P]),
             "BIO_new_mem_buf": (_P, [ctypes.c_char_p, ctypes.c_int]),
@@ -78,6 +79,16 @@ def _crypto() -> _Lib:
 
 _EVP_PKEY_EC = 408
 _BIO_CTRL_INFO = 3
+_P256_NAMES = (b"prime256v1", b"P-256", b"secp256r1")
+
+
+def _group(c: Any, pkey: int) -> bytes:
+    buf = ctypes.create_string_buffer(64)
+    n = _SIZE(0)
+    if c.EVP_PKEY_get_group_name(pkey, buf, len(buf), ctypes.byref(n)) != 1:
+        c.ERR_clear_error()
+        return b""
+    return buf.raw[:n.value]
 
 
 def _bio_bytes(c: Any, bio: int) -> bytes:
@@ -139,7 +150,7 @@ class EcKey:
 
     def __init__(self, pkey: int) -> None:
         c = _crypto()
-        if not pkey or c.EVP_PKEY_get_base_id(pkey) != _EVP_PKEY_EC or c.EVP_PKEY_get_bits(pkey) != 256:
+        if not pkey or c.EVP_PKEY_get_base_id(pkey) != _EVP_PKEY_EC or _group(c, pkey) not in _P256_NAMES:
             if pkey:
                 c.EVP_PKEY_free(pkey)
             raise ValueError("not a P-256 EC key")
