@@ -87,7 +87,24 @@ def test_sandbox_and_published_port(host: str, scratch: Scratch) -> None:
                 assert peer[0] == "10.88.0.1"  # loopback sources are masqueraded to the bridge address
                 conn.close()
                 c.close()
-                fw.remove_ports([PortMap("tcp", "127.0.0.1", port, "10.88.0.2", 80)])
+                # UDP the same way
+                with netns.entered(path):
+                    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                us.bind(("10.88.0.2", 53))
+                us.settimeout(5)
+                uheld, uport = reserve(Request("udp", 53, "0.0.0.0", 0, 0), "t")
+                try:
+                    fw.add_ports([PortMap("udp", "0.0.0.0", uport, "10.88.0.2", 53)])
+                    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    c.sendto(b"ping", ("127.0.0.1", uport))
+                    data, peer = us.recvfrom(100)
+                    assert data == b"ping" and peer[0] == "10.88.0.1"
+                    c.close()
+                finally:
+                    us.close()
+                    uheld.close()
+                fw.remove_ports([PortMap("tcp", "127.0.0.1", port, "10.88.0.2", 80),
+                                 PortMap("udp", "0.0.0.0", uport, "10.88.0.2", 53)])
                 assert "10.88.0.2" not in nft.run("list table ip mtest\n")
             finally:
                 held.close()

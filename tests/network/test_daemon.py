@@ -163,7 +163,7 @@ def test_user_network_dns_and_isolation(netd: Daemon, names: list[str]) -> None:
 
 def test_published_ports(netd: Daemon, names: list[str]) -> None:
     d = netd
-    names += ["p1", "p2", "p3"]
+    names += ["p1", "p2", "p3", "p4"]
     port = free_port()
     d.cli("run", "-d", "--name", "p1", "-p", f"127.0.0.1:{port}:80", "busybox", *HTTPD)
     short = inspect(d, "p1")["Config"]["Hostname"]
@@ -193,7 +193,16 @@ def test_published_ports(netd: Daemon, names: list[str]) -> None:
         assert http_get(host_ip, hp).strip() == inspect(d, "p3")["Config"]["Hostname"]
     table = nft_table("matou_" + daemon_config(d)["bridge"]) or ""
     assert f"{hp} :" in table
-    d.cli("rm", "-f", "p1", "p3")
+    # ranges, and UDP (the UDP path itself is exercised in test_bridge.py: busybox has no UDP server)
+    a, u = free_port(), free_port()
+    d.cli("run", "-d", "--name", "p4", "-p", f"127.0.0.1:{a}-{a + 1}:7000-7001", "-p", f"127.0.0.1:{u}:53/udp",
+          "busybox", "httpd", "-f", "-p", "7001", "-h", "/etc")
+    assert d.out("port", "p4", "7001").strip() == f"127.0.0.1:{a + 1}"
+    assert d.out("port", "p4", "53/udp").strip() == f"127.0.0.1:{u}"
+    assert http_get("127.0.0.1", a + 1).strip() == inspect(d, "p4")["Config"]["Hostname"]
+    table = nft_table("matou_" + daemon_config(d)["bridge"]) or ""
+    assert f"127.0.0.1 . {u} : " in table.split("map pub_udp ")[1].split("}")[0]
+    d.cli("rm", "-f", "p1", "p3", "p4")
     table = nft_table("matou_" + daemon_config(d)["bridge"]) or ""
     assert f"{hp} :" not in table and f"{port} :" not in table
     with pytest.raises(OSError):
