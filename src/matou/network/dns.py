@@ -95,6 +95,7 @@ class DNSServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()  # open TCP connections (they pin the namespace)
 
     async def start(self, udp: socket.socket, tcp: socket.socket | None) -> None:
         loop = asyncio.get_running_loop()
@@ -111,6 +112,9 @@ class DNSServer:
             self._tcp = None
         for t in list(self._tasks):
             t.cancel()
+        for w in list(self._clients):
+            w.close()
+        self._clients.clear()
 
     def spawn(self, coro: object) -> None:
         t = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -188,6 +192,7 @@ class DNSServer:
             writer.close()
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             while True:
                 n = struct.unpack("!H", await reader.readexactly(2))[0]
@@ -202,5 +207,6 @@ class DNSServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._clients.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
