@@ -107,17 +107,17 @@ class Firewall:
     def add_ports(self, ports: Iterable[PortMap]) -> None:
         cmds = [f"add element ip {self.table} {p.map_name()} {{ {p.element()} }}" for p in ports]
         if cmds:
-            self.nft.run("\n".join(cmds) + "\n")
+            self.nft.run("\n".join(cmds) + "\n", fast=True)
 
     def remove_ports(self, ports: Iterable[PortMap]) -> None:
         cmds = [f"delete element ip {self.table} {p.map_name()} {{ {p.key()} }}" for p in ports]
         if not cmds:
             return
         try:
-            self.nft.run("\n".join(cmds) + "\n")
+            self.nft.run("\n".join(cmds) + "\n", fast=True)
         except Exception:  # one element already gone fails the batch: remove the others one by one
             for c in cmds:
-                self.nft.run(c + "\n", check=False)
+                self.nft.run(c + "\n", check=False, fast=True)
 
     def destroy(self) -> None:
         self.nft.run(f"table ip {self.table} {{ }}\ndelete table ip {self.table}\n", check=False)
