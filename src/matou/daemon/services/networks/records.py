@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from matou.errors import InvalidArgument
 from matou.network.firewall import BridgeRules, PortMap
 from matou.network.ipam import Pool
+from matou.util import filters as flt
 
 DEFAULT_BRIDGE = "bridge"
 PREDEFINED = ("bridge", "host", "none")
@@ -136,3 +139,31 @@ def empty_endpoint() -> dict[str, Any]:
     return {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None,
             "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
             "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None}
+
+
+def portdict(m: PortMap) -> dict[str, Any]:
+    return {"proto": m.proto, "host_ip": m.host_ip, "host_port": m.host_port, "ip": m.ip, "port": m.port}
+
+
+def matches(n: NetworkRecord, f: dict[str, list[str]], used: Callable[[], bool]) -> bool:
+    if f.get("driver") and n.driver not in f["driver"]:
+        return False
+    if f.get("id") and not any(n.id.startswith(v) for v in f["id"]):
+        return False
+    if f.get("name") and not any(v in n.name for v in f["name"]):
+        return False
+    if f.get("label") and not flt.labels_match(n.labels, f["label"]):
+        return False
+    if f.get("scope") and "local" not in f["scope"]:
+        return False
+    if f.get("type"):
+        kinds = set(f["type"])
+        if not kinds <= {"custom", "builtin"}:
+            raise InvalidArgument(f"invalid filter: 'type'='{','.join(f['type'])}'")
+        if ("builtin" if n.builtin else "custom") not in kinds:
+            return False
+    if f.get("dangling"):
+        want = flt.bool_value(f["dangling"], "dangling")
+        if want == (n.builtin or used()):
+            return False
+    return True

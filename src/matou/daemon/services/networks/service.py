@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from matou.daemon.config import DaemonConfig
 from matou.daemon.services import Services
 from matou.daemon.services.containers.records import Container
+from matou.daemon.services.networks import names
 from matou.daemon.services.networks.records import (
     DEFAULT_BRIDGE,
     OPT_BRIDGE_NAME,
@@ -45,6 +46,8 @@ from matou.daemon.services.networks.records import (
     NetworkRecord,
     SandboxRecord,
     empty_endpoint,
+    matches,
+    portdict,
 )
 from matou.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unsupported
 from matou.network import dns as dnsmod
@@ -76,17 +79,6 @@ def table_name(bridge_name: str) -> str:
     if bridge_name == "matou0":
         return "matou"
     return "matou_" + re.sub(r"[^A-Za-z0-9_]", "_", bridge_name)
-
-
-def host_resolvers() -> list[str]:
-    out: list[str] = []
-    with contextlib.suppress(OSError):
-        with open("/etc/resolv.conf") as f:
-            for line in f:
-                w = line.split()
-                if len(w) > 1 and w[0] == "nameserver":
-                    out.append(w[1].split("%")[0])
-    return out
 
 
 class NetworksService:
@@ -261,7 +253,7 @@ class NetworksService:
                     kept.append(p)
                 except Exception as e:
                     log.warning("container %s: port %s:%d: %s", sb.container_id[:12], p.host_ip, p.host_port, e)
-            sb.ports = [_portdict(p) for p in kept]
+            sb.ports = [portdict(p) for p in kept]
             socks = None
             if sb.dns:
                 try:
@@ -375,7 +367,7 @@ class NetworksService:
             "Links": ep.get("Links") or None, "Aliases": aliases or None, "MacAddress": mac.lower(),
             "DriverOpts": ep.get("DriverOpts") or None, "NetworkID": net.id, "EndpointID": new_id(),
             "Gateway": net.gateway, "IPAddress": ip, "IPPrefixLen": net.prefix,
-            "DNSNames": None if net.is_default else _dns_names(c, aliases),
+            "DNSNames": None if net.is_default else names.dns_names(c, aliases),
         })
         return out
 
@@ -446,8 +438,8 @@ class NetworksService:
             spec = LinkSpec(veth_name(), f"eth{i}", net.bridge, f"{ip}/{net.prefix}", mac,
                             net.gateway if i == 0 and not net.internal else None, net.mtu)
             specs.append(spec)
-            names = [] if net.is_default else _dns_names(c, ep.get("Aliases") or [])
-            links[net.id] = Link(net.id, spec.veth, spec.ifname, ip, net.prefix, mac, ep["EndpointID"], names)
+            dnsn = [] if net.is_default else names.dns_names(c, ep.get("Aliases") or [])
+            links[net.id] = Link(net.id, spec.veth, spec.ifname, ip, net.prefix, mac, ep["EndpointID"], dnsn)
             want_dns = want_dns or not net.is_default
         reqs = portsmod.requests(c.host_config.get("PortBindings"), bool(c.host_config.get("PublishAllPorts")),
                                  c.config.get("ExposedPorts"))
@@ -455,12 +447,12 @@ class NetworksService:
             raise Unsupported("publishing ports needs the daemon's firewall (\"iptables\": true in its config)")
         sid = new_id()
         sb = SandboxRecord(c.id, c.name, os.path.join(self.netns_dir, sid[:12]), sid, links, [], want_dns,
-                           _upstreams(c, self.cfg) if want_dns else [])
+                           names.upstreams(c, self.cfg) if want_dns else [])
         primary_ip = specs[0].cidr.split("/")[0]
         t1 = time.perf_counter()
         socks, held, maps = self._kernel_setup(sb.path, specs, want_dns, reqs, primary_ip, c.name)
         t2 = time.perf_counter()
-        sb.ports = [_portdict(m) for m in maps]
+        sb.ports = [portdict(m) for m in maps]
         self._sandboxes[c.id] = sb
         self._held[c.id] = held
         try:
@@ -506,7 +498,7 @@ class NetworksService:
 
     async def _start_dns(self, sb: SandboxRecord, socks: tuple[socket.socket, socket.socket]) -> None:
         cid = sb.container_id
-        srv = DNSServer(lambda name: self._resolve(cid, name), lambda ip: self._reverse(cid, ip),
+        srv = DNSServer(lambda name: names.resolve(self._sandboxes, self._nets, cid, name), lambda ip: names.reverse(self._sandboxes, self._nets, cid, ip),
                         lambda: list(self._sandboxes[cid].upstreams) if cid in self._sandboxes else [])
         try:
             await srv.start(*socks)
@@ -560,39 +552,6 @@ class NetworksService:
             self.ipam.release_owner(c.id)
 
     # ------------------------------------------------------------------ DNS
-    def _user_nets_of(self, cid: str) -> list[str]:
-        sb = self._sandboxes.get(cid)
-        if sb is None:
-            return []
-        return [nid for nid in sb.links if nid in self._nets and not self._nets[nid].is_default]
-
-    def _resolve(self, cid: str, name: str) -> list[str] | None:
-        nets = self._user_nets_of(cid)
-        if not nets:
-            return None
-        cands = [(name, nets)]
-        for nid in nets:  # "web.mynet" names web on mynet
-            suffix = "." + self._nets[nid].name.lower()
-            if name.endswith(suffix):
-                cands.append((name[: -len(suffix)], [nid]))
-        out: list[str] = []
-        for n, scope in cands:
-            for sb in self._sandboxes.values():
-                for nid in scope:
-                    lk = sb.links.get(nid)
-                    if lk is not None and any(n == x.lower() for x in lk.names) and lk.ip not in out:
-                        out.append(lk.ip)
-        return out or None
-
-    def _reverse(self, cid: str, ip: str) -> str | None:
-        nets = self._user_nets_of(cid)
-        for sb in self._sandboxes.values():
-            for nid in nets:
-                lk = sb.links.get(nid)
-                if lk is not None and lk.ip == ip:
-                    return f"{sb.name}.{self._nets[nid].name}"
-        return None
-
     # ------------------------------------------------------------------ API: networks
     def _containers_of(self, n: NetworkRecord) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -611,7 +570,7 @@ class NetworksService:
         f = flt.parse(filters, {"dangling", "driver", "id", "label", "name", "scope", "type"})
         out = []
         for n in sorted(self._nets.values(), key=lambda n: n.created):
-            if not _matches(n, f, lambda n=n: bool(self._containers_of(n)) or self._has_users(n)):
+            if not matches(n, f, lambda n=n: bool(self._containers_of(n)) or self._has_users(n)):
                 continue
             out.append(n.to_docker(self._containers_of(n)))
         return out
@@ -788,17 +747,17 @@ class NetworksService:
                 await self._run(self.driver.add_link, sb.path, spec)
                 if self._sandboxes.get(c.id) is not sb:  # the container stopped meanwhile: its namespace is gone
                     raise Conflict(f"container {c.name} stopped while being connected to {net.name}")
-                names = [] if net.is_default else _dns_names(c, ep.get("Aliases") or [])
+                dnsn = [] if net.is_default else names.dns_names(c, ep.get("Aliases") or [])
                 sb.links[net.id] = Link(net.id, spec.veth, ifname, ep["IPAddress"], net.prefix, ep["MacAddress"],
-                                        ep["EndpointID"], names)
+                                        ep["EndpointID"], dnsn)
                 self._save_sandbox(sb)
                 if not net.is_default and c.id not in self._dns:
                     sb.dns = True
-                    sb.upstreams = _upstreams(c, self.cfg)
+                    sb.upstreams = names.upstreams(c, self.cfg)
                     self._save_sandbox(sb)
                     socks = await self._run(self.driver.open_dns, sb.path)
                     await self._start_dns(sb, socks)
-                    _point_resolv_conf_at_dns(c)
+                    names.point_resolv_conf_at_dns(c)
             c = self.svcs.containers.get(c.id)
             c.networks[net.name] = ep
             self._save_container(c)
@@ -841,59 +800,3 @@ class NetworksService:
             self._publish("disconnect", net, c.id)
 
 
-def _point_resolv_conf_at_dns(c: Container) -> None:
-    """A running container joined its first user network: its resolv.conf (bind-mounted, so rewritten in place,
-    same inode) now names the embedded resolver."""
-    from matou.daemon.services.containers.bundle import resolv_conf
-
-    hc = c.host_config
-    if not c.resolv_conf_path or not os.path.exists(c.resolv_conf_path):
-        return
-    try:
-        with open(c.resolv_conf_path, "r+") as f:
-            f.write(resolv_conf(list(hc.get("Dns") or []), list(hc.get("DnsSearch") or []),
-                                list(hc.get("DnsOptions") or []), dnsmod.ADDRESS))
-            f.truncate()
-    except OSError as e:
-        log.warning("container %s: rewriting resolv.conf: %s", c.id[:12], e)
-
-
-def _dns_names(c: Container, aliases: list[str]) -> list[str]:
-    out = [c.name]
-    for a in aliases:
-        if a not in out:
-            out.append(a)
-    out.append(c.id[:12])
-    return out
-
-
-def _upstreams(c: Container, cfg: DaemonConfig) -> list[str]:
-    return list(c.host_config.get("Dns") or []) or list(cfg.dns) or host_resolvers() or ["8.8.8.8"]
-
-
-def _portdict(m: PortMap) -> dict[str, Any]:
-    return {"proto": m.proto, "host_ip": m.host_ip, "host_port": m.host_port, "ip": m.ip, "port": m.port}
-
-
-def _matches(n: NetworkRecord, f: dict[str, list[str]], used: Callable[[], bool]) -> bool:
-    if f.get("driver") and n.driver not in f["driver"]:
-        return False
-    if f.get("id") and not any(n.id.startswith(v) for v in f["id"]):
-        return False
-    if f.get("name") and not any(v in n.name for v in f["name"]):
-        return False
-    if f.get("label") and not flt.labels_match(n.labels, f["label"]):
-        return False
-    if f.get("scope") and "local" not in f["scope"]:
-        return False
-    if f.get("type"):
-        kinds = set(f["type"])
-        if not kinds <= {"custom", "builtin"}:
-            raise InvalidArgument(f"invalid filter: 'type'='{','.join(f['type'])}'")
-        if ("builtin" if n.builtin else "custom") not in kinds:
-            return False
-    if f.get("dangling"):
-        want = flt.bool_value(f["dangling"], "dangling")
-        if want == (n.builtin or used()):
-            return False
-    return True
