@@ -132,7 +132,31 @@ class Daemon:
     def cleanup(self) -> None:
         self.stop()
         unmount_under(self.root)
+        self._remove_network_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _remove_network_leftovers(self) -> None:
+        """A daemon that was killed and not restarted leaves its bridges and nftables table: remove them."""
+        if "--config-file" not in self.extra_args:
+            return
+        import json
+        import sqlite3
+
+        try:
+            with open(self.extra_args[self.extra_args.index("--config-file") + 1]) as f:
+                bridge = json.load(f).get("bridge")
+        except (OSError, ValueError):
+            return
+        if not bridge:
+            return
+        links = [bridge]
+        with contextlib.suppress(Exception):
+            con = sqlite3.connect(f"file:{os.path.join(self.data_root, 'metadata.db')}?mode=ro", uri=True)
+            links += [json.loads(r[0]).get("bridge") for r in con.execute("SELECT record FROM networks")]
+            con.close()
+        for link in {x for x in links if x}:
+            subprocess.run(["ip", "link", "del", link, "type", "bridge"], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "ip", f"matou_{bridge}"], capture_output=True)
 
 
 def _new_daemon(prefix: str, extra: list[str] | None = None) -> Daemon:
