@@ -107,3 +107,21 @@ def test_reads_from_a_pipe() -> None:
     with os.fdopen(rfd, "rb", buffering=0) as r:
         assert decompressing_reader(r).read() == DATA
     t.join()
+
+
+def test_zstd_skippable_frames_and_bomb() -> None:
+    """Skippable frames (zstd:chunked puts its index there) are part of the stream; a bomb is read in bounded
+    pieces."""
+    c = zstandard.ZstdCompressor()
+    z = c.compress(DATA)
+    skip = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"index"
+    assert detect(skip[:4]) == "zstd"
+    assert decompressing_reader(io.BytesIO(skip + z + skip + z)).read() == DATA * 2
+    with pytest.raises(InvalidArgument, match="truncated"):
+        decompressing_reader(io.BytesIO(z + skip[:7])).read()
+    with pytest.raises(InvalidArgument, match="not a valid zstd"):
+        decompressing_reader(io.BytesIO(z + b"\x00" * 8)).read()
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(256 << 20))
+    assert len(bomb) < 64 << 10
+    r = decompressing_reader(io.BytesIO(bomb))
+    assert len(r.read(1 << 20)) == 1 << 20

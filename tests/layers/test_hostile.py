@@ -203,3 +203,11 @@ def test_tree_mode_contains_links_inside_the_target(place) -> None:
     with pytest.raises(InvalidArgument, match=r"'\.\./x'"):
         apply_tar_into(io.BytesIO(archive(member(b"../x", b"x"))), str(dest))
     assert not (outside.parent / "x").exists()
+
+
+def test_zstd_bomb_with_a_size_cap(place) -> None:
+    dest, outside = place
+    c = zstandard.ZstdCompressor(level=3)
+    data = c.compress(raw_header(b"zeros", size=1 << 30)) + c.compress(bytes(16 << 20)) * 64
+    assert len(data) < 1 << 20
+    refused(data, dest, outside, r"more than 67108864 bytes", max_size=64 << 20)

@@ -27,16 +27,14 @@ from matou.errors import InvalidArgument
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
-# zstd can expand ~32768:1 (RLE blocks); feeding 4 KiB at a time bounds one step's output to ~128 MiB.
-_ZSTD_PIECE = 4096
 
 
 def detect(head: bytes) -> str:
     """Name the compression of a stream from its first bytes: "gzip", "zstd" or "plain"."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
-    if head[:4] == ZSTD_MAGIC:
-        return "zstd"
+    if head[:4] == ZSTD_MAGIC or (len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"):
+        return "zstd"  # a zstd frame, or a skippable frame (zstd:chunked layers carry their index in those)
     return "plain"
 
 
@@ -131,45 +129,108 @@ def _gzip_chunks(src: SourceReader, chunk: int) -> Iterator[bytes]:
         yield data
 
 
+class ZstdFrameCheck:
+    """Walks the zstd frame structure of the raw bytes (headers and block sizes only, no decompression) to tell a
+    complete stream from a truncated one, which python-zstandard's bounded stream reader does not report."""
+
+    _MAGIC = 0xFD2FB528
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buf = b""
+        self._skip = 0
+        self._checksum = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        i, n = 0, len(view)
+        while i < n:
+            if self._skip:
+                k = min(self._skip, n - i)
+                self._skip -= k
+                i += k
+                continue
+            k = min(self._need - len(self._buf), n - i)
+            self._buf += bytes(view[i:i + k])
+            i += k
+            if len(self._buf) == self._need:
+                head, self._buf = self._buf, b""
+                self._advance(head)
+
+    def _advance(self, b: bytes) -> None:
+        st = self._state
+        if st == "magic":
+            magic = int.from_bytes(b, "little")
+            if magic == self._MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame
+                self._state, self._need = "skippable", 4
+            else:
+                raise InvalidArgument("layer data is not a valid zstd stream: unknown frame magic")
+        elif st == "skippable":
+            self._skip = int.from_bytes(b, "little")
+            self._state, self._need = "magic", 4
+        elif st == "descriptor":
+            d = b[0]
+            if d & 0x08:
+                raise InvalidArgument("layer data is not a valid zstd stream: reserved frame header bit set")
+            single = (d >> 5) & 1
+            self._checksum = bool(d & 0x04)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[d & 3] + ((1 if single else 0), 2, 4, 8)[d >> 6]
+            if rest:
+                self._state, self._need = "header", rest
+            else:
+                self._state, self._need = "block", 3
+        elif st == "header":
+            self._state, self._need = "block", 3
+        elif st == "block":
+            h = int.from_bytes(b, "little")
+            kind = (h >> 1) & 3
+            if kind == 3:
+                raise InvalidArgument("layer data is not a valid zstd stream: reserved block type")
+            self._skip = 1 if kind == 1 else h >> 3
+            if h & 1:  # last block of the frame
+                if self._checksum:
+                    self._state, self._need = "checksum", 4
+                else:
+                    self._state, self._need = "magic", 4
+        elif st == "checksum":
+            self._state, self._need = "magic", 4
+
+    def finish(self) -> None:
+        if self._state != "magic" or self._buf or self._skip:
+            raise InvalidArgument("layer data is truncated: the zstd stream ends inside a frame")
+
+
+class _TappedSource:
+    """What zstandard's stream reader reads from: the source, with every chunk shown to the frame check."""
+
+    def __init__(self, src: SourceReader, check: ZstdFrameCheck) -> None:
+        self._src = src
+        self._check = check
+
+    def read(self, n: int) -> bytes:
+        data = self._src.read_chunk(n)
+        self._check.feed(data)
+        return data
+
+
 def _zstd_chunks(src: SourceReader, chunk: int) -> Iterator[bytes]:
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj(write_size=CHUNK)
-    fed = False  # the current frame object has been given input
-    pending: list[bytes] = []
-    npending = 0
-    inbuf = bytearray(CHUNK)
+    # The stream reader bounds each read's output (a zstd bomb expands ~32768:1) and inflates in big steps with
+    # the GIL released; the frame check catches truncation, which the reader would report as a clean end.
+    check = ZstdFrameCheck()
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        _TappedSource(src, check), read_size=CHUNK, read_across_frames=True, closefd=False)
     while True:
-        n = src.readinto(inbuf)
-        if not n:
+        try:
+            data = reader.read(chunk)
+        except zstandard.ZstdError as e:
+            raise InvalidArgument(f"layer data is not a valid zstd stream: {e}")
+        if not data:
             break
-        view = memoryview(inbuf)[:n]
-        for i in range(0, n, _ZSTD_PIECE):
-            piece = view[i:i + _ZSTD_PIECE]
-            while piece:
-                try:
-                    out = dobj.decompress(piece)
-                except zstandard.ZstdError as e:
-                    raise InvalidArgument(f"layer data is not a valid zstd stream: {e}")
-                fed = True
-                piece = memoryview(b"")
-                if dobj.eof:  # frame done: what follows is the next frame (or nothing)
-                    rest = dobj.unused_data
-                    dobj = dctx.decompressobj(write_size=CHUNK)
-                    fed = False
-                    piece = memoryview(rest) if rest else piece
-                if out:
-                    pending.append(out)
-                    npending += len(out)
-                    if npending >= chunk:
-                        data = b"".join(pending)
-                        pending.clear()
-                        npending = 0
-                        for j in range(0, len(data), chunk):
-                            yield data[j:j + chunk]
-    if fed:
-        raise InvalidArgument("layer data is truncated: the zstd stream ends inside a frame")
-    if pending:
-        yield b"".join(pending)
+        yield data
+    check.finish()
 
 
 class _ChunkRaw(io.RawIOBase):
