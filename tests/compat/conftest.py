@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import ROOT, Daemon, _new_daemon
 
 COMPOSE = os.path.join(ROOT, ".venv-compose", "bin", "docker-compose")
+REG_USER, REG_PASSWORD = "compat", "compat-pw"
 
 
 def docker_binary() -> str | None:
@@ -225,3 +226,24 @@ def has_feature(d: Daemon, method: str, path: str) -> bool:
     except Exception:
         return False
     return not (r.status == 501 or (r.status == 404 and b"page not found" in body))
+
+
+@pytest.fixture(scope="package")
+def registry() -> Iterator:
+    """matou's registry with one admin user, repositories public (so search lists them)."""
+    from matou.registry.admin import Local
+    from matou.registry.config import RegistryConfig
+    from tests.registry.helpers import RegistryProcess
+
+    root = tempfile.mkdtemp(prefix="matou-compat-reg-")
+    adm = Local(RegistryConfig(root=os.path.join(root, "r")))
+    try:
+        adm.user_add(REG_USER, REG_PASSWORD, True)
+    finally:
+        adm.close()
+    reg = RegistryProcess(os.path.join(root, "r"), ["--default-visibility", "public"]).start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,15 +12,12 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.compat.conftest import Docker, free_port, has_feature, uid
+from tests.compat.conftest import REG_PASSWORD, REG_USER, Docker, free_port, has_feature, uid
 from tests.conftest import Daemon
 from tests.registry.helpers import RegistryProcess
-
-REG_USER, REG_PASSWORD = "compat", "compat-pw"
 
 
 def http_get(port: int, path: str = "/", timeout: float = 10) -> str:
@@ -273,27 +270,6 @@ def test_system_df_prune_events(docker: Docker) -> None:
     assert "Total reclaimed space" in out
     assert name not in docker.out("ps", "-a", "--format", "{{.Names}}")
     assert "busybox" in docker.out("images", "--format", "{{.Repository}}")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[RegistryProcess]:
-    from matou.registry.admin import Local
-    from matou.registry.config import RegistryConfig
-
-    root = tempfile.mkdtemp(prefix="matou-compat-reg-")
-    adm = Local(RegistryConfig(root=os.path.join(root, "r")))
-    try:
-        adm.user_add(REG_USER, REG_PASSWORD, True)
-    finally:
-        adm.close()
-    reg = RegistryProcess(os.path.join(root, "r"), ["--default-visibility", "public"]).start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_login_push_pull_search(docker: Docker, registry: RegistryProcess) -> None:

@@ -377,16 +377,31 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     process = await asyncio.to_thread(s.exec_process, e)
     want_in = bool(e.config.get("AttachStdin")) and not detach
     req = {"op": "exec", "exec_id": e.id, "process": process, "stdin": want_in, "detach": detach}
-    mreader, mwriter = await MonitorConnection(s.monitor_socket(c.id)).open(req)
-    first = await _read_control(mreader)
+    # Answer 101 before the process starts, as dockerd does: output sent together with the response head ends up
+    # in the client's HTTP buffer, which docker-py bypasses (it reads the raw socket), so that output was lost.
+    client = None if detach else await hijack(request, RAW if tty else MULTIPLEXED)
+    try:
+        mreader, mwriter = await MonitorConnection(s.monitor_socket(c.id)).open(req)
+        first = await _read_control(mreader)
+    except (MonitorGone, OSError, asyncio.IncompleteReadError, ValueError) as err:
+        if client is None:
+            raise Conflict(f"Container {c.id} is not running") from err
+        with contextlib.suppress(ConnectionResetError):
+            text = f"Error response from daemon: Container {c.id} is not running\r\n".encode()
+            await client.write(text if tty else P.frame(P.STDERR, text))
+        client.close()
+        return web.Response()
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     if "error" in first:
         mwriter.close()
         code = int(first.get("exit_code") or 126)
         e.exit_code = code
         msg = first["error"]
-        if detach:
+        if client is None:
             raise Conflict(f"OCI runtime exec failed: {msg}")
-        client = await hijack(request, RAW if tty else MULTIPLEXED)
         with contextlib.suppress(ConnectionResetError):
             text = f"OCI runtime exec failed: exec failed: {msg}: unknown\r\n".encode()
             await client.write(text if tty else P.frame(P.STDOUT, text))
@@ -395,11 +410,10 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     e.pid = int(first.get("pid") or 0)
     e.running = True
     s._publish("exec_start: " + " ".join(e.config.get("Cmd") or []), c, {"execID": e.id})
-    if detach:
+    if client is None:
         mwriter.close()
         asyncio.get_running_loop().create_task(_track_detached(s, e))
         return web.Response(status=200)
-    client = await hijack(request, RAW if tty else MULTIPLEXED)
     try:
         res = await relay(client, mreader, mwriter, tty=tty, stdin=want_in,
                           detach_keys=parse_detach_keys(e.config.get("DetachKeys")) if want_in else None)

@@ -5,11 +5,20 @@ client half-closes (stdin EOF), which must not end the output stream. So after s
 transport over with our own protocol: it keeps the write side open on EOF and forwards ``connection_lost`` to
 aiohttp's protocol, so aiohttp still cleans up its handler. Bytes aiohttp had already buffered after the
 request head are picked up through ``set_parser``.
+
+docker-py (and docker-compose) read the stream from the raw socket under their HTTP response object: bytes that
+arrived together with the 101 head sit in that object's buffer and are lost. So before the first byte of the
+stream we wait until the client has read the head (on a Unix socket the kernel tells: SIOCOUTQ drops to 0).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import socket
+import termios
+import time
 from typing import Any
 
 from aiohttp import web
@@ -110,12 +119,31 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
             initial = b""
     h = Hijacked(transport, proto, initial)
     transport.set_protocol(h)
+    if upgrade:
+        await _head_consumed(transport)
     if not upgrade:
         # a plain POST: its body (if any) is the stdin
         body = await _drain_body(request)
         if body:
             h._queue.put_nowait(body)
     return h
+
+
+async def _head_consumed(transport: asyncio.Transport, limit: float = 0.25) -> None:
+    """Wait (at most ``limit`` seconds) until the peer has read everything sent so far, where that can be known."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return
+    buf = array.array("i", [0])
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf, True)  # SIOCOUTQ: bytes the peer has not read
+        except OSError:
+            return
+        if buf[0] == 0:
+            return
+        await asyncio.sleep(0.0005)
 
 
 async def _drain_body(request: web.Request) -> bytes:
