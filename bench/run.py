@@ -210,7 +210,11 @@ def bridge_variant(m: Matoud, p: Podman | None, d: Dockerd | None, rounds: int) 
         sh(matou_cmd() + ["save", "-o", tar, "busybox:latest"], env=m.env)
         sh(["docker", "load", "-i", tar], env=d.env)
         cmds["docker run --rm (bridge)"] = (["docker", "run", "--rm", "busybox:latest", "true"], d.env)
+    had_cni = os.path.exists("/sys/class/net/cni-podman0")
     res = interleave(cmds, rounds)
+    brif = "/sys/class/net/cni-podman0/brif"
+    if p is not None and not had_cni and os.path.isdir(brif) and not os.listdir(brif):
+        sh(["ip", "link", "del", "cni-podman0"], check=False)  # podman's bridge, created by this run and unused
     print("run --rm on the default bridge network:")
     for k, v in res.items():
         print(f"  {k:<36} {v:8.1f} ms")
