@@ -14,8 +14,8 @@ APT_TEST := tmux crun runc podman skopeo buildah docker-registry uidmap conmon c
 	golang-github-containers-common apache2-utils curl
 APT_BENCH := hyperfine docker.io containerd
 
-.PHONY: install apt venv launchers demo test lint unit bench clean-state
-install: apt venv launchers
+.PHONY: install apt venv compose launchers demo test lint unit bench clean-state
+install: apt venv compose launchers
 
 apt:
 	@$(ROOT)/scripts/apt-ensure $(APT_RUNTIME) $(APT_TEST)
@@ -26,6 +26,17 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(SYSPY) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# docker-compose 1.29 for tests/compat, in a venv of its own: it pins PyYAML<6 (built with Cython<3) and docker-py<7
+COMPOSE_VENV := $(ROOT)/.venv-compose
+compose: $(COMPOSE_VENV)/.installed
+
+$(COMPOSE_VENV)/.installed:
+	@test -x $(COMPOSE_VENV)/bin/python || $(SYSPY) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install -q "cython<3" wheel setuptools
+	$(COMPOSE_VENV)/bin/pip install -q --no-build-isolation "PyYAML==5.4.1"
+	$(COMPOSE_VENV)/bin/pip install -q "docker-compose==1.29.2" "docker==6.1.3" "requests<2.32" "urllib3<2"
 	@touch $@
 
 launchers: venv
