@@ -75,8 +75,9 @@ def _open_src(src: BinaryIO | str) -> tuple[BinaryIO, bool]:
 def _run(raw: BinaryIO, dest: str, *, follow_links: bool, whiteouts: str, track_created: bool,
          max_size: int | None, on_error_undo: bool) -> ApplyResult:
     applier = Applier(dest, follow_links=follow_links, whiteouts=whiteouts, track_created=track_created)
-    stream = TarStream(raw, max_size=max_size)
+    stream: TarStream | None = None
     try:
+        stream = TarStream(raw, max_size=max_size)
         try:
             applier.run(stream)
         except BaseException:
@@ -86,7 +87,8 @@ def _run(raw: BinaryIO, dest: str, *, follow_links: bool, whiteouts: str, track_
             raise
         return ApplyResult(stream.diff_id, stream.size, stream.raw_digest, stream.raw_size)
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
         applier.close()
 
 
