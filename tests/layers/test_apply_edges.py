@@ -195,3 +195,22 @@ def test_out_of_inodes_is_reported_and_cleaned(tmp_path) -> None:
         assert os.listdir(dest) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_no_thread_or_fd_outlives_a_call(tmp_path) -> None:
+    import threading
+
+    before_threads = threading.active_count()
+    before_fds = len(os.listdir("/proc/self/fd"))
+    good = archive(*(member(b"d%d/f%d" % (i % 7, i), b"x" * i) for i in range(300)))
+    bad = archive(member(b"a", b"a"), member(b"../b", b"b"))
+    for i, data in enumerate([good, bad, good[:5000]]):
+        dest = tmp_path / f"d{i}"
+        dest.mkdir()
+        try:
+            apply_layer(io.BytesIO(data), str(dest))
+        except InvalidArgument:
+            pass
+        apply_tar_into(io.BytesIO(good), str(dest))
+    assert threading.active_count() == before_threads
+    assert len(os.listdir("/proc/self/fd")) == before_fds
