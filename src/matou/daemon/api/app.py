@@ -74,14 +74,15 @@ def services(request: web.Request) -> Services:
 
 def make_app(svcs: Services) -> web.Application:
     from matou.daemon.api import images, system
+    from matou.daemon.api.validation import body_middleware
 
-    app = web.Application(middlewares=[error_middleware, version_middleware], client_max_size=0)
+    app = web.Application(middlewares=[error_middleware, version_middleware, body_middleware], client_max_size=0)
     app[SERVICES] = svcs
     app.on_response_prepare.append(_on_prepare)
     r = Router(app)
     system.register(r)
     images.register(r)
-    for name in ("containers", "exec", "volumes", "networks", "build", "distribution"):
+    for name in ("containers", "exec", "volumes", "networks", "build", "distribution", "openapi"):
         try:
             mod = __import__(f"matou.daemon.api.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:
