@@ -1,10 +1,10 @@
 """Decompress in a worker thread, consume in order: the tar bytes of a layer as a pipeline.
 
 A decompress thread reads the raw stream, sniffs and decompresses it, and hands ~1 MiB chunks through a bounded
-queue to the consumer; a hash thread computes the blob digest (raw bytes) and the diff id (decompressed bytes)
+queue to the consumer; two hash threads compute the blob digest (raw bytes) and the diff id (decompressed bytes)
 from the same chunks. isal, zstandard, hashlib and file reads all release the GIL, so on two cores this work
-overlaps the consumer's file writes (measured: the hash thread shortens the phase where a big file is written
-and the consumer waits for data). The queues bound memory to a few dozen chunks whatever the compression ratio.
+overlaps the consumer's file writes (measured: hashing off the decompress thread shortens the phase where a
+big file is written and the consumer waits for data). The queues bound memory to a few dozen chunks whatever the compression ratio.
 
 Everything belongs to one :class:`TarStream`; nothing is shared between calls, so any number can run at once.
 """
@@ -35,15 +35,14 @@ class TarStream:
     uncompressed stream. After the stream is drained, ``diff_id``/``size``/``raw_digest``/``raw_size`` are set.
     """
 
-    HASH_THREAD = True  # hash in a third thread (a class constant; tests and benchmarks may flip it)
-
     def __init__(self, raw: BinaryIO, *, max_size: int | None = None, chunk: int = compression.CHUNK,
                  depth: int = 16) -> None:
         self._raw = raw
         self._max_size = max_size
         self._chunk = chunk
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._hq: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._hq_raw: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._hq_tar: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._raw_hash = hashlib.sha256()
         self._tar_hash = hashlib.sha256()
         self._stop = threading.Event()
@@ -56,24 +55,21 @@ class TarStream:
         self.size = 0
         self.raw_digest = ""
         self.raw_size = 0
-        self._hasher = threading.Thread(target=self._hash_work, name="matou-layer-hash", daemon=True)
-        self._hasher.start()
+        self._hashers = [threading.Thread(target=self._hash_work, args=(q, h), name="matou-layer-hash", daemon=True)
+                         for q, h in ((self._hq_raw, self._raw_hash), (self._hq_tar, self._tar_hash))]
+        for t in self._hashers:
+            t.start()
         self._thread = threading.Thread(target=self._work, name="matou-layer-decompress", daemon=True)
         self._thread.start()
 
     # -- producers ------------------------------------------------------------------------------------------
-    def _hash_work(self) -> None:
-        """Hash in a third thread: hashlib releases the GIL, so this overlaps inflating and writing."""
-        raw_hash, tar_hash, hq = self._raw_hash, self._tar_hash, self._hq
+    def _hash_work(self, hq: queue.Queue[Any], hasher: Any) -> None:
+        """One thread per digest: hashlib releases the GIL, so both overlap inflating and writing."""
         while True:
             item = hq.get()
             if item is None:
                 return
-            (raw_hash if item[0] else tar_hash).update(item[1])
-
-    def _hash_inline(self, _q: queue.Queue[Any], item: Any) -> None:
-        if item is not None:
-            (self._raw_hash if item[0] else self._tar_hash).update(item[1])
+            hasher.update(item)
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:
@@ -87,13 +83,8 @@ class TarStream:
 
     def _work(self) -> None:
         try:
-            hq = self._hq
-            if self.HASH_THREAD:
-                put_hq = self._put
-                src = compression.SourceReader(self._raw, sink=lambda data: self._put(hq, (True, data)))
-            else:
-                put_hq = self._hash_inline
-                src = compression.SourceReader(self._raw, sink=self._raw_hash.update)
+            hq_raw, hq_tar = self._hq_raw, self._hq_tar
+            src = compression.SourceReader(self._raw, sink=lambda data: self._put(hq_raw, data))
             self.kind = compression.detect(src.head(4))
             plain = self.kind == "plain"
             total = 0
@@ -104,11 +95,10 @@ class TarStream:
                     raise InvalidArgument(
                         f"layer expands to more than {limit} bytes: refusing it as a possible decompression bomb")
                 if not plain:
-                    put_hq(hq, (False, chunk))
+                    self._put(hq_tar, chunk)
                 self._put(self._q, chunk)
             src.drain()  # bytes after the compressed stream's end still belong to the blob
-            self._put(hq, None)
-            self._hasher.join()
+            self._stop_hashers()
             self.raw_size = src.size
             self.raw_digest = "sha256:" + self._raw_hash.hexdigest()
             self.size = total
@@ -122,9 +112,14 @@ class TarStream:
             except _Stop:
                 return
         finally:
-            if self._hasher.is_alive():
+            self._stop_hashers()
+
+    def _stop_hashers(self) -> None:
+        for q, t in zip((self._hq_raw, self._hq_tar), self._hashers, strict=True):
+            if t.is_alive():
                 with contextlib.suppress(queue.Full):
-                    self._hq.put(None, timeout=5)
+                    q.put(None, timeout=5)
+                t.join()
 
     # -- consumer -------------------------------------------------------------------------------------------
     @property
@@ -233,4 +228,5 @@ class TarStream:
                 self._q.get_nowait()
             except queue.Empty:
                 self._thread.join(0.05)
-        self._hasher.join()
+        for t in self._hashers:
+            t.join()
