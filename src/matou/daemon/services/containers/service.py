@@ -921,8 +921,10 @@ class ContainersService:
 
     def list(self, all_: bool = False, limit: int = -1, size: bool = False, filters: str | None = None,
              latest: bool = False) -> list[dict[str, Any]]:
-        from matou.daemon.services.containers.filters import match
+        from matou.daemon.services.containers.filters import ALLOWED, match
+        from matou.util import filters as flt
 
+        flt.parse(filters, ALLOWED)  # a bad filter is a 400 even when there is no container to match
         cs = list(reversed(self._all()))
         cs.sort(key=lambda c: parse_time(c.created), reverse=True)
         if latest:
