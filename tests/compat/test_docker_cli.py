@@ -318,3 +318,62 @@ def test_newcomer_script(docker: Docker, tmp_path) -> None:  # type: ignore[no-u
         assert "<h1>hello from matou</h1>" in out and "serving" in out
     finally:
         docker("rmi", app, check=False)
+
+
+def test_container_management_commands(docker: Docker) -> None:
+    """create/start, pause/unpause, rename, restart, update, wait, port, container ls/prune."""
+    name, new = "mgmt-" + uid(), "mgmt2-" + uid()
+    cid = docker.out("create", "--name", name, "-p", "80", "busybox", "sleep", "300").strip()
+    try:
+        assert docker.out("container", "ls", "-a", "-q", "--no-trunc", "--filter", f"name={name}").strip() == cid
+        docker("start", name)
+        docker("pause", name)
+        assert docker.out("inspect", "-f", "{{.State.Status}}", name).strip() == "paused"
+        docker("unpause", name)
+        docker("rename", name, new)
+        assert docker.out("inspect", "-f", "{{.Name}}", cid).strip() == "/" + new
+        started = docker.out("inspect", "-f", "{{.State.StartedAt}}", new)
+        docker("restart", "-t", "0", new)
+        assert docker.out("inspect", "-f", "{{.State.StartedAt}}", new) != started
+        docker("update", "--memory", "64m", "--restart", "on-failure:2", new)
+        hc = json.loads(docker.out("inspect", "-f", "{{json .HostConfig}}", new))
+        assert hc["Memory"] == 64 << 20 and hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+        assert re.fullmatch(r"0\.0\.0\.0:\d+\n", docker.out("port", new, "80"))
+        docker("kill", new)
+        assert docker.out("wait", new).strip() == "137"
+        out = docker.out("container", "prune", "-f", "--filter", f"label!=keep-{uid()}")
+        assert cid in out and "Total reclaimed space" in out
+    finally:
+        docker("rm", "-f", cid, check=False)
+
+
+def test_image_management_commands(docker: Docker) -> None:
+    """history, image ls/inspect/prune, builder prune, volume/network prune, context ls (client side)."""
+    hist = docker.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", "busybox")
+    assert hist.strip()
+    assert docker.out("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "busybox") == "busybox:latest\n"
+    data = json.loads(docker.out("image", "inspect", "busybox"))[0]
+    assert data["Os"] == "linux" and data["RootFS"]["Type"] == "layers"
+    assert "Total reclaimed space" in docker.out("image", "prune", "-f")
+    if has_feature(docker.daemon, "POST", "/build/prune"):
+        assert "Total reclaimed space" in docker.out("builder", "prune", "-f")
+    vol = "pr-" + uid()
+    docker("volume", "create", vol)
+    assert vol in docker.out("volume", "prune", "-a", "-f")
+    if has_feature(docker.daemon, "GET", "/networks"):
+        net = "prn-" + uid()
+        docker("network", "create", net)
+        assert net in docker.out("network", "prune", "-f")
+    assert "default" in docker.out("context", "ls")
+
+
+UNSUPPORTED_PROBES = [["plugin", "ls"], ["swarm", "init"], ["node", "ls"], ["service", "ls"], ["secret", "ls"],
+                      ["config", "ls"], ["stack", "ls"], ["volume", "update", "x"], ["checkpoint", "ls", "x"]]
+
+
+@pytest.mark.parametrize("args", UNSUPPORTED_PROBES, ids=[" ".join(a) for a in UNSUPPORTED_PROBES])
+def test_unsupported_commands_fail_cleanly(docker: Docker, args: list[str]) -> None:
+    """What matoud does not implement fails with an error message, never a hang or a daemon crash."""
+    r = docker(*args, check=False, timeout=30)
+    assert r.returncode != 0 and r.stderr.strip()
+    assert docker("version", check=False).returncode == 0
