@@ -124,6 +124,8 @@ class Monitor:
         self.exit_status: int | None = None
         self.exited_at = 0.0
         self.reaped_mono = 0.0
+        self.started_mono = 0.0
+        self.eof_mono = 0.0
         self.sessions: dict[int, ExecSession] = {}  # pid -> session
         self.exec_by_fd: dict[int, ExecSession] = {}
         self.runtime = make_runtime(cfg)
@@ -313,6 +315,8 @@ class Monitor:
             del self.out_fds[fd]
             if fd != self.stdin_fd:
                 os.close(fd)
+            if not self.out_fds:
+                self.eof_mono = time.monotonic()
             return
         name = "stdout" if stream == P.STDOUT else "stderr"
         if self.log is not None:
@@ -535,6 +539,7 @@ class Monitor:
             self._send(c, P.line({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)}))
             return
         self.started = True
+        self.started_mono = time.monotonic()
         with open(os.path.join(self.cfg.state_dir, "started"), "w") as f:
             f.write(str(time.time()))
         self._send(c, P.line({"ok": True, "pid": self.init_pid}))
@@ -647,6 +652,9 @@ class Monitor:
         which the page cache does), so a daemon that missed the event still learns the exit."""
         rec = self._exit_record()
         rec["monotonic_reaped"] = self.reaped_mono
+        rec["monotonic_started"] = self.started_mono
+        rec["monotonic_eof"] = self.eof_mono
+        rec["monotonic_finish"] = time.monotonic()
         if self.log is not None:
             self.log.close()
         tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")

@@ -133,6 +133,7 @@ class ContainersService:
             for mp in await asyncio.to_thread(favor_dynamic_modifications):
                 log.info("remounted %s with favordynmods: cgroup moves no longer wait for RCU grace periods", mp)
         await self.spawner.ensure()
+        self._background("", asyncio.to_thread(self._remove_tombstones))
         for c in self._all():
             try:
                 await self._readopt(c)
@@ -537,8 +538,11 @@ class ContainersService:
         rec["after_exit_ms"] = (time.monotonic() - t_apply) * 1000
         if log.isEnabledFor(logging.DEBUG) and rec.get("monotonic_reaped"):
             r0 = rec["monotonic_reaped"]
-            log.debug("exit of %s: reaped->sent %.2f ms, ->received %.2f ms, ->handled %.2f ms (after_exit %.2f)",
-                      cid[:12], (rec.get("monotonic_sent", r0) - r0) * 1000, (rec["monotonic_received"] - r0) * 1000,
+            s0 = rec.get("monotonic_started") or r0
+            log.debug("exit of %s: started->reaped %.2f ms, reaped->eof %.2f, ->finish %.2f, ->sent %.2f, "
+                      "->received %.2f, ->handled %.2f (after_exit %.2f)", cid[:12], (r0 - s0) * 1000,
+                      (rec.get("monotonic_eof", r0) - r0) * 1000, (rec.get("monotonic_finish", r0) - r0) * 1000,
+                      (rec.get("monotonic_sent", r0) - r0) * 1000, (rec["monotonic_received"] - r0) * 1000,
                       (time.monotonic() - r0) * 1000, rec["after_exit_ms"])
 
     def _apply_exit(self, c: Container, rec: dict[str, Any]) -> None:
@@ -860,10 +864,31 @@ class ContainersService:
         finally:
             self._locks.pop(c.id, None)
 
+    def _remove_tombstones(self) -> None:
+        """Layer directories a crash left mid-removal (see _dispose_files)."""
+        root = getattr(self.snapshots, "root", None)
+        if not root or not os.path.isdir(root):
+            return
+        for name in os.listdir(root):
+            if ".removing-" in name:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
     def _dispose_files(self, c: Container) -> None:
         self._unmount(c)
+        key = f"container-{c.id}"
         with contextlib.suppress(NotFound, Conflict):
-            self.snapshots.remove(f"container-{c.id}")
+            # Move the layer's directory away while its row still holds the id: the snapshotter gives the next
+            # prepare the highest free id, so a container created meanwhile got the very directory this removal
+            # was still deleting (its start then failed: "mount overlay ... No such file or directory").
+            base = os.path.dirname(self.snapshots.dir(key))
+            tomb = f"{base}.removing-{c.id[:12]}"
+            try:
+                os.rename(base, tomb)
+            except OSError:
+                tomb = ""
+            self.snapshots.remove(key)
+            if tomb:
+                shutil.rmtree(tomb, ignore_errors=True)
         shutil.rmtree(os.path.join(self.data_dir, c.id), ignore_errors=True)
         shutil.rmtree(self.bundle_dir(c.id), ignore_errors=True)
 
