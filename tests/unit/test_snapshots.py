@@ -71,3 +71,12 @@ def test_120_layers_in_one_mount(snap) -> None:
         assert out.strip() == "overlay"
     finally:
         umount(target)
+
+
+def test_ids_are_never_reused(snap) -> None:
+    s, _root = snap
+    s.prepare("a", None)
+    first = s.stat("a").id
+    s.remove("a")
+    s.prepare("b", None)
+    assert s.stat("b").id > first  # a removal may still be deleting the old directory

@@ -102,7 +102,12 @@ class OverlaySnapshotter:
         with self.db.tx() as c:
             if c.execute("SELECT 1 FROM snapshots WHERE key=?", (key,)).fetchone():
                 raise Conflict(f"snapshot {key} already exists")
-            sid = int(c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM snapshots").fetchone()[0])
+            # ids are never reused: a directory of a removed snapshot may still be being deleted
+            row = c.execute("SELECT value FROM kv WHERE key='snapshot_next_id'").fetchone()
+            sid = max(int(row[0]) if row else 1,
+                      int(c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM snapshots").fetchone()[0]))
+            c.execute("INSERT INTO kv(key, value) VALUES('snapshot_next_id', ?) "
+                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(sid + 1),))
             base = os.path.join(self.root, str(sid))
             shutil.rmtree(base, ignore_errors=True)  # a leftover of a crash before its row was written
             os.makedirs(os.path.join(base, "fs"), 0o755)

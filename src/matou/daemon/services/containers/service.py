@@ -133,7 +133,6 @@ class ContainersService:
             for mp in await asyncio.to_thread(favor_dynamic_modifications):
                 log.info("remounted %s with favordynmods: cgroup moves no longer wait for RCU grace periods", mp)
         await self.spawner.ensure()
-        self._background("", asyncio.to_thread(self._remove_tombstones))
         for c in self._all():
             try:
                 await self._readopt(c)
@@ -864,31 +863,10 @@ class ContainersService:
         finally:
             self._locks.pop(c.id, None)
 
-    def _remove_tombstones(self) -> None:
-        """Layer directories a crash left mid-removal (see _dispose_files)."""
-        root = getattr(self.snapshots, "root", None)
-        if not root or not os.path.isdir(root):
-            return
-        for name in os.listdir(root):
-            if ".removing-" in name:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
     def _dispose_files(self, c: Container) -> None:
         self._unmount(c)
-        key = f"container-{c.id}"
         with contextlib.suppress(NotFound, Conflict):
-            # Move the layer's directory away while its row still holds the id: the snapshotter gives the next
-            # prepare the highest free id, so a container created meanwhile got the very directory this removal
-            # was still deleting (its start then failed: "mount overlay ... No such file or directory").
-            base = os.path.dirname(self.snapshots.dir(key))
-            tomb = f"{base}.removing-{c.id[:12]}"
-            try:
-                os.rename(base, tomb)
-            except OSError:
-                tomb = ""
-            self.snapshots.remove(key)
-            if tomb:
-                shutil.rmtree(tomb, ignore_errors=True)
+            self.snapshots.remove(f"container-{c.id}")  # snapshot ids are never reused: no race with a new one
         shutil.rmtree(os.path.join(self.data_dir, c.id), ignore_errors=True)
         shutil.rmtree(self.bundle_dir(c.id), ignore_errors=True)
 
