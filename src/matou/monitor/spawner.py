@@ -3,7 +3,7 @@
 matoud is multi-threaded (asyncio plus worker threads) and large, so it never forks; exec'ing a fresh Python
 per container would cost ~20 ms of interpreter start and imports on every ``run``. The spawner pays that
 once: it imports the monitor, runtime and log modules, then forks one monitor per request (about 1 ms; the
-monitor shares the spawner's pages, which keeps its PSS small). Monitors double-fork and ``setsid`` away, so
+monitor shares the spawner's pages, which keeps its PSS small). Monitors ``setsid`` away, so
 they outlive both the spawner and matoud.
 
 Protocol: the daemon connects to the spawner's socket and sends one JSON line (a MonitorConfig); the monitor
@@ -49,9 +49,7 @@ def _read_request(conn: socket.socket) -> dict | None:
 
 def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> None:
     listener.close()
-    os.setsid()
-    if os.fork():
-        os._exit(0)
+    os.setsid()  # its own session: signals to the daemon's process group never reach it
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(s, signal.SIG_DFL)
     import gc
@@ -82,6 +80,16 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> 
         os._exit(code)
 
 
+def _reap() -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(path: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -95,6 +103,8 @@ def serve(path: str) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # monitors are direct children (one fork per container, not two); reap them as they end
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
     # pre-fork hygiene: objects that exist now are never scanned by the collector again, so the monitors
     # (which share these pages copy-on-write) don't dirty them just by collecting
     import gc
@@ -115,8 +125,6 @@ def serve(path: str) -> None:
         if pid == 0:
             _become_monitor(listener, conn, req)
         conn.close()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 def main() -> None:
