@@ -96,7 +96,7 @@ def test_served_document(st_daemon: tuple[Daemon, str]) -> None:
 
 @schema.exclude(method="POST", path="/auth").parametrize()
 @settings(max_examples=int(os.environ.get("MATOU_ST_EXAMPLES", "12")), deadline=None,
-          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck), database=None,
           derandomize=os.environ.get("MATOU_ST_RANDOM") is None)
 def test_schemathesis(case, st_daemon: tuple[Daemon, str], session: requests.Session) -> None:  # type: ignore[no-untyped-def]
     if (case.method.upper(), case.path) in EXCLUDED:
