@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
-import struct
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from matou.client.http import Response
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def demux(buf: bytearray, out: Any, err: Any) -> None:
     """Write complete frames from buf to out/err, leaving partial ones in buf."""
     while len(buf) >= 8:
         stream = buf[0]
-        size = struct.unpack(">L", bytes(buf[4:8]))[0]
+        size = int.from_bytes(buf[4:8], "big")
         if len(buf) < 8 + size:
             return
         payload = bytes(buf[8:8 + size])
@@ -62,7 +64,6 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
          out: Any = None, err: Any = None) -> None:
     """Copy the hijacked stream to stdout/stderr and stdin to the stream, until the server closes it."""
     import select
-    import signal
 
     out = out or os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     err = err or os.fdopen(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
@@ -78,6 +79,8 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
             demux(buf, out, err)
     rfd, wfd = -1, -1
     if on_resize is not None:
+        import signal
+
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         signal.set_wakeup_fd(wfd)
@@ -123,6 +126,8 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
                     demux(buf, out, err)
     finally:
         if rfd >= 0:
+            import signal
+
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
