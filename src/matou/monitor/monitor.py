@@ -49,6 +49,7 @@ class MonitorConfig:
     runtime_root: str = "/run/matou/runtime"
     cgroup_parent: str = "/matou"
     socket_path: str = ""  # default <state_dir>/monitor.sock; AF_UNIX paths are limited to 107 bytes
+    requested_at: float = 0.0  # the daemon's time.monotonic() when it asked for this monitor (for --trace)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MonitorConfig:
@@ -137,7 +138,7 @@ class Monitor:
     def run(self) -> int:
         import ctypes
 
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -151,7 +152,7 @@ class Monitor:
             os.unlink(os.path.join(self.cfg.state_dir, "exit.json"))
         if self.cfg.log_path:
             self.log = LogWriter(self.cfg.log_path, self.cfg.log_max_size, self.cfg.log_max_file)
-        t1 = time.perf_counter()
+        t1 = time.monotonic()
         try:
             self._create()
         except Exception as e:
@@ -167,9 +168,11 @@ class Monitor:
         self.sel.register(self.sig_r, selectors.EVENT_READ, ("signal", None))
         with open(os.path.join(self.cfg.state_dir, "monitor.pid"), "w") as f:
             f.write(str(os.getpid()))
-        t2 = time.perf_counter()
+        t2 = time.monotonic()
         self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid(),
-                         "trace": {"monitor setup": round((t1 - t0) * 1000, 3),
+                         "trace": {"spawn (connect, fork)": round((t0 - self.cfg.requested_at) * 1000, 3)
+                                   if self.cfg.requested_at else 0.0,
+                                   "monitor setup": round((t1 - t0) * 1000, 3),
                                    "runtime create": round((t2 - t1) * 1000, 3)}})
         ctl = Client(self.ctl, "ctl")
         self.ctl.setblocking(False)

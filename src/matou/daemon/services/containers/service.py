@@ -124,6 +124,7 @@ class ContainersService:
         self._exits: dict[str, int] = {}  # exits seen per container, for wait(next-exit)
         self._cleanups: set[asyncio.Task[None]] = set()
         self.traces: dict[str, dict[str, float]] = {}  # last start's step durations, popped by the API
+        self._removed_waiters: dict[str, int] = {}  # wait(condition=removed) calls in progress, per container
 
     # ------------------------------------------------------------------ daemon lifecycle
     async def start(self) -> None:
@@ -418,6 +419,7 @@ class ContainersService:
                 "runtime_root": os.path.join(self.runtime_root, runtime),
                 "cgroup_parent": hc.get("CgroupParent") or "/matou",
                 "socket_path": self._sock(c.id),
+                "requested_at": time.monotonic(),
             }
             tr.step("bundle (config.json, /etc files)")
             msg, reader, writer = await self.spawner.spawn(mcfg)
@@ -592,6 +594,12 @@ class ContainersService:
             self._restart_tasks[c.id] = asyncio.get_running_loop().create_task(self._restart_later(c.id, delay))
             return
         if c.host_config.get("AutoRemove"):
+            if not self._removed_waiters.get(c.id):
+                # Nobody waits for the removal (the docker CLI's `run --rm` does, and gets it at once), so a
+                # client may still look at the container: docker-py's run(auto_remove=True) follows the logs,
+                # then inspects it (a tty?), then waits for the exit. dockerd's slower removal leaves time for
+                # that; so does this grace, instead of a 404.
+                await asyncio.sleep(0.5)
             with contextlib.suppress(NotFound, Conflict):
                 await self.remove(c.id, force=True, volumes=True)
 
@@ -710,9 +718,15 @@ class ContainersService:
             raise InvalidArgument(f"invalid condition: {condition!r}")
         cid = c.id
         if condition == "removed":
-            async with self._changed:
-                await self._changed.wait_for(
-                    lambda: self.db.one("SELECT 1 FROM containers WHERE id=?", (cid,)) is None)
+            self._removed_waiters[cid] = self._removed_waiters.get(cid, 0) + 1
+            try:
+                async with self._changed:
+                    await self._changed.wait_for(
+                        lambda: self.db.one("SELECT 1 FROM containers WHERE id=?", (cid,)) is None)
+            finally:
+                n = self._removed_waiters.pop(cid, 1) - 1
+                if n > 0:
+                    self._removed_waiters[cid] = n
             code = self._last_exit.get(cid, 0)
             return {"StatusCode": code, "Error": None}
         if condition == "next-exit" or c.state.Running or cid in self._restart_tasks or self._starting(cid):
