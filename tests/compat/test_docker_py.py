@@ -36,6 +36,8 @@ def test_run_foreground(dpy) -> None:  # type: ignore[no-untyped-def]
     assert dpy.containers.run("busybox", "echo hello", remove=True) == b"hello\n"
     out = dpy.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], stderr=True, remove=True)
     assert out == b"out\nerr\n"
+    for _ in range(3):  # run() inspects the container after it may have exited: it must still be there
+        assert dpy.containers.run("busybox", "echo auto", auto_remove=True) == b"auto\n"
     with pytest.raises(docker_py.errors.ContainerError) as ei:
         dpy.containers.run("busybox", ["sh", "-c", "echo bad >&2; exit 3"], remove=True)
     assert ei.value.exit_status == 3 and ei.value.stderr == b"bad\n"

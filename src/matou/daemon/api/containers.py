@@ -241,8 +241,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     follower = jsonfile.Follower(c.log_path, start_at_end=True) if follow else None
-    entries = await asyncio.to_thread(jsonfile.read, c.log_path, tail=tail, since=since, until=until)
     try:
+        entries = await asyncio.to_thread(jsonfile.read, c.log_path, tail=tail, since=since, until=until)
         data = _log_frames(entries, tty, ts, stdout, stderr)
         if data:
             await resp.write(data)
