@@ -130,10 +130,55 @@ class Daemon:
         return Client(self.host)
 
     def cleanup(self) -> None:
+        # containers outlive their daemon by design: remove them while the daemon runs, then make sure
+        self._remove_containers()
         self.stop()
+        self._kill_leftover_monitors()
         unmount_under(self.root)
         self._remove_network_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _remove_containers(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(Exception):
+            ids = self.cli("ps", "-aq", check=False, timeout=30).stdout.decode().split()
+            if ids:
+                self.cli("rm", "-f", *ids, check=False, timeout=60)
+
+    def _monitor_pids(self) -> list[int]:
+        """Monitors and spawners this daemon started: their command line names a socket under our root."""
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"matou.monitor.spawner" in cmd and self.root.encode() in cmd:
+                out.append(int(p))
+        return out
+
+    def _kill_leftover_monitors(self) -> None:
+        """A daemon killed by a test is not restarted to remove its containers: end them by PID. Killing a
+        container's init lets its monitor record the exit and remove the cgroups before it exits itself."""
+        pids = self._monitor_pids()
+        if not pids:
+            return
+        for pid in pids:
+            for child in _children(pid):
+                if child in pids:  # the spawner's children are monitors: they clean up after their init
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _remove_network_leftovers(self) -> None:
         """A daemon that was killed and not restarted leaves its bridges and nftables table: remove them."""
@@ -157,6 +202,14 @@ class Daemon:
         for link in {x for x in links if x}:
             subprocess.run(["ip", "link", "del", link, "type", "bridge"], capture_output=True)
         subprocess.run(["nft", "delete", "table", "ip", f"matou_{bridge}"], capture_output=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
 
 
 def _new_daemon(prefix: str, extra: list[str] | None = None) -> Daemon:
