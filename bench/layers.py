@@ -1,6 +1,7 @@
 """Benchmark: apply a ~230 MiB gzip layer with matou vs GNU ``tar -xzf`` (and Python tarfile), in one run.
 
-The layer holds one 128 MiB random file and 20,000 small text files of 1-8 KiB, compressed with ``gzip -6``
+matou runs as the image service calls it: the diff id is computed, the blob digest is not (the content store
+verified it at ingest). The layer holds one 128 MiB random file and 20,000 small text files of 1-8 KiB, compressed with ``gzip -6``
 (what Go's default gzip level, hence most registry layers, looks like). It is built once and cached.
 
 Every extraction goes into a fresh, empty directory created for that run, and is deleted afterwards outside the
@@ -11,12 +12,18 @@ journal, like the root fs) on a loop device backed by memory. Everything mounted
 Throughput is uncompressed tar bytes per second. Goal: >= 2x GNU tar.
 
     .venv/bin/python bench/layers.py [--fs root|tmpfs|ext4] [--runs N] [--no-tarfile] [--workdir DIR]
+                                     [--baseline GIT_REV ...] [--variant LABEL=SRC_DIR ...]
+
+``--baseline REV`` (e.g. ``HEAD~3``) adds that commit's ``src/matou`` as one more tool, and ``--variant`` any other
+source tree (the directory that holds ``matou/``): before/after numbers from the same interleaved run. Variants run
+in a child process each (interpreter start-up outside the timing; its cpu s include the child's own children).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import resource
@@ -82,7 +89,7 @@ def run_tar(layer: str, dest: str) -> float:
 
 def run_matou(layer: str, dest: str) -> float:
     t = time.perf_counter()
-    apply_layer(layer, dest)
+    apply_layer(layer, dest, compressed_digest=False)  # as the image service calls it: blobs come verified
     return time.perf_counter() - t
 
 
@@ -96,6 +103,40 @@ def run_tarfile(layer: str, dest: str) -> float:
         else:
             tf.extractall(dest)
     return time.perf_counter() - t
+
+
+_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from matou.layers.apply import apply_layer
+def cpu():
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+import inspect
+kw = {"compressed_digest": False} if "compressed_digest" in inspect.signature(apply_layer).parameters else {}
+c, t = cpu(), time.perf_counter()
+apply_layer(sys.argv[2], sys.argv[3], **kw)
+print(json.dumps([time.perf_counter() - t, cpu() - c]))
+"""
+
+
+def run_variant(src: str, layer: str, dest: str) -> tuple[float, float]:
+    """apply_layer from another source tree, in a child process: (wall s, cpu s) measured inside the child."""
+    out = subprocess.run([sys.executable, "-c", _CHILD, src, layer, dest], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"variant {src} failed:\n{out.stderr}")
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
+def export_rev(rev: str, into: str) -> str:
+    """``src/`` of a git revision of this repository, extracted under ``into``; returns the directory."""
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    dest = os.path.join(into, f"src-{rev.replace('/', '_')}")
+    os.makedirs(dest, exist_ok=True)
+    archive = subprocess.run(["git", "-C", repo, "archive", rev, "src/matou"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "--strip-components=1", "-C", dest], input=archive.stdout, check=True)
+    return dest
 
 
 @contextlib.contextmanager
@@ -141,6 +182,10 @@ def main() -> int:
     ap.add_argument("--tmpfs", action="store_true", help="same as --fs tmpfs")
     ap.add_argument("--no-tarfile", action="store_true", help="skip the (slow) Python tarfile baseline")
     ap.add_argument("--workdir", default="/var/tmp/matou-bench-layers")
+    ap.add_argument("--baseline", action="append", default=[], metavar="GIT_REV",
+                    help="also run apply_layer as of this commit (before/after in one run)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=SRC_DIR",
+                    help="also run apply_layer from this source tree (the directory holding matou/)")
     args = ap.parse_args()
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -158,18 +203,29 @@ def main() -> int:
     tools = {"GNU tar -xzf": run_tar, "matou apply_layer": run_matou}
     if not args.no_tarfile:  # "before": what Python's tarfile (with isal for gzip) gets
         tools["Python tarfile (isal gunzip)"] = run_tarfile
-    times: dict[str, list[float]] = {k: [] for k in tools}
-    cpus: dict[str, list[float]] = {k: [] for k in tools}
+    children: dict[str, str] = {}
+    for rev in args.baseline:
+        children[f"matou@{rev}"] = export_rev(rev, base)
+    for spec in args.variant:
+        label, _, src = spec.partition("=")
+        children[f"variant:{label}"] = os.path.abspath(src)
+    times: dict[str, list[float]] = {k: [] for k in [*tools, *children]}
+    cpus: dict[str, list[float]] = {k: [] for k in times}
     try:
         print(f"layer: {csize:.0f} MiB gzip -6, {mib:.0f} MiB uncompressed (128 MiB random + 20,000 files 1-8 KiB)")
         where = "a brand-new ext4 (no journal, memory-backed loop device)" if fs == "ext4" else fstype(base)
         print(f"targets: a fresh empty directory per extraction on {where} ({base}); deleted after each run, "
               "outside the timing; tools interleaved")
-        order = list(tools)
+        order = list(times)
         for r in range(args.runs):
-            for name in (order if r % 2 == 0 else order[::-1]):
-                with target(fs, base, f"run{r}-{name.split()[0].lower()}") as dest:
+            for i, name in enumerate(order if r % 2 == 0 else order[::-1]):
+                with target(fs, base, f"run{r}-{i}") as dest:
                     subprocess.run(["sync"], check=False)
+                    if name in children:
+                        wall, cpu = run_variant(children[name], layer, dest)
+                        times[name].append(wall)
+                        cpus[name].append(cpu)
+                        continue
                     cpu0 = _cpu()
                     times[name].append(tools[name](layer, dest))
                     cpus[name].append(_cpu() - cpu0)
