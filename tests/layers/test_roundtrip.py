@@ -121,15 +121,34 @@ def test_apply_from_path_and_dest_checks(sample: str, tmp_path) -> None:
         apply_layer(str(tmp_path / "missing.tar"), str(tmp_path / "e"))
 
 
-def test_big_files_path_and_small_files_path(sample: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same result whether small files are finished by the second thread or inline."""
+@pytest.mark.parametrize("worker", [False, True])
+def test_small_files_here_or_in_the_worker(sample: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                          worker: bool) -> None:
+    """The same tree whether small files are created by the applier or handed to the worker process."""
     buf = io.BytesIO()
     write_tree(sample, buf)
-    monkeypatch.setattr(extract, "SMALL_FILE", 0)
-    dest = tmp_path / "inline"
+    monkeypatch.setattr(extract, "SPAWN_AFTER", 1 if worker else 10**9)
+    monkeypatch.setattr(extract, "WAIT_FOR_WORKER", worker)
+    dest = tmp_path / "out"
     dest.mkdir()
     buf.seek(0)
     apply_layer(buf, str(dest))
+    assert snapshot(str(dest)) == snapshot(sample)
+
+
+@pytest.mark.parametrize("compression", ["gzip", None])
+def test_compressed_digest_can_be_skipped(sample: str, tmp_path, compression: str | None) -> None:
+    """Callers that verified the blob (the content store did) skip its digest; the diff id stays."""
+    buf = io.BytesIO()
+    written = write_tree(sample, buf, compression=compression)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    buf.seek(0)
+    applied = apply_layer(buf, str(dest), compressed_digest=False, expected_diff_id=written.diff_id)
+    assert applied.diff_id == written.diff_id and applied.size == written.size
+    assert applied.compressed_size == len(buf.getvalue())
+    # a plain tar's blob digest is its diff id, known either way
+    assert applied.compressed_digest == (None if compression else written.diff_id)
     assert snapshot(str(dest)) == snapshot(sample)
 
 

@@ -10,7 +10,8 @@ they use):
   ``changes`` (``docker diff``), ``DiffResult``.
 
 Inside: ``stream`` (decompress + hash in worker threads), ``tarread`` (lean tar reader), ``extract`` (safe,
-syscall-lean writes; the escape rules and supported entry types are listed there), ``tarfmt`` (header bytes).
+syscall-lean writes; the escape rules and supported entry types are listed there), ``worker`` and ``filework``
+(a helper process that creates small files for ``extract``, parent and child side), ``tarfmt`` (header bytes).
 Everything is synchronous, thread-safe and keeps no module state: call it from worker threads or processes.
 Only ``matou.errors``, ``matou.types`` and ``matou.util`` are imported from the project.
 """

@@ -24,10 +24,15 @@ directory this archive did not write), "none" extracts them as ordinary files.
 
 Overlay whiteouts are char devices, so applying a layer needs CAP_MKNOD (root, as the daemon runs).
 
-Speed: per small file the main thread parses the header and creates the file (open O_CREAT|O_EXCL|O_NOFOLLOW
-relative to a cached directory fd, so namespace changes stay in archive order); a second thread writes the data,
-sets owner/mode/xattrs only when they differ from what creation gave, sets the times through the fd and closes it.
-Big files are written by the main thread straight from the decompressed chunks.
+Speed (layer mode): a plain small regular file whose header and data lie in the current decompressed chunk takes
+a fast path (``tarread.entries(fast=...)``: no Entry object, no generic dispatch). Once a layer has shown
+``SPAWN_AFTER`` small files, a worker process (``worker``) takes over creating small files whenever it keeps up;
+otherwise the applier creates them itself (open O_CREAT|O_EXCL|O_NOFOLLOW relative to a cached directory fd,
+one write, owner/mode only when they differ from what creation gave, futimens, close). Every name decision stays
+here: the worker gets a checked directory fd and one path component. Because the worker creates files later
+than the archive order says, the applier waits for it (``_sync``) before anything that could depend on a file
+it may not have made yet: the same path again, a hardlink to it, a path below it, removing a directory, and
+directory times at the end. Big files are written here straight from the decompressed chunks.
 
 An :class:`Applier` belongs to one call: the fd cache and deferred metadata live on it, never in module state.
 """
@@ -37,13 +42,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import shutil
 import stat
-import threading
 
 from matou.errors import InvalidArgument, SystemError_
 from matou.layers import tarfmt as T
+from matou.layers import worker as W
 from matou.layers.stream import TarStream
 from matou.layers.tarread import Entry, entries
 
@@ -59,7 +63,9 @@ FD_CACHE = 64
 BIG_FILE = 1 << 62  # preallocation measured slower here (tmpfs zeroes pages first); kept as a knob
 
 
-SMALL_FILE = 256 << 10  # files up to this size are finished (write, owner, times, close) by a second thread
+SPAWN_AFTER = 512  # small files created here before a layer is deemed worth a worker process
+WAIT_FOR_WORKER = False  # tests: block until the worker is up, so that the files after it go through it
+MAX_PENDING = 1 << 16  # names handed to the worker between two waits for it (bounds the bookkeeping)
 
 
 class Refusal(Exception):
@@ -131,80 +137,16 @@ def set_xattrs(target: int | bytes, xattrs: list[tuple[bytes, bytes]]) -> None:
                 raise
 
 
-def entry_error(e: Entry, err: OSError) -> Exception:
+def entry_error(e: Entry | bytes, err: OSError) -> Exception:
+    """The user-facing error for a system call that failed on an entry (or on the entry with that raw name)."""
+    shown = e.describe() if isinstance(e, Entry) else e.decode("utf-8", "backslashreplace")
     if err.errno == errno.ENAMETOOLONG:
-        return InvalidArgument(f"refusing tar entry {e.describe()!r}: a name in it is too long for the filesystem")
+        return InvalidArgument(f"refusing tar entry {shown!r}: a name in it is too long for the filesystem")
     if err.errno == errno.EINVAL:  # e.g. a malformed security.capability value
-        return InvalidArgument(f"refusing tar entry {e.describe()!r}: the system rejects it ({err.strerror})")
+        return InvalidArgument(f"refusing tar entry {shown!r}: the system rejects it ({err.strerror})")
     if err.errno == errno.ENOSPC:
-        return SystemError_(f"no space left on device while writing tar entry {e.describe()!r}")
-    return SystemError_(f"cannot apply tar entry {e.describe()!r}: {err.strerror or err}")
-
-
-class _Finisher:
-    """A second thread that finishes small files the main thread created: write, owner, mode, xattrs, times, close.
-
-    The kernel work of a small file is most of its cost; splitting it between two threads lets namespace
-    operations (which must stay in archive order) run on the main thread while data and metadata go in parallel.
-    Only per-inode work happens here, through the fd, so ordering against later entries does not matter.
-    """
-
-    BATCH = 32  # files per hand-over: amortises the queue's locking; BATCH * (depth + 1) fds at most
-
-    def __init__(self) -> None:
-        self._q: queue.Queue[list[tuple[int, bytes | memoryview, bool, bool, Entry]] | None] = queue.Queue(4)
-        self._batch: list[tuple[int, bytes | memoryview, bool, bool, Entry]] = []
-        self.error: Exception | None = None
-        self._thread = threading.Thread(target=self._run, name="matou-layer-files", daemon=True)
-        self._thread.start()
-
-    def add(self, fd: int, data: bytes | memoryview, chown: bool, chmod: bool, e: Entry) -> None:
-        self._batch.append((fd, data, chown, chmod, e))
-        if len(self._batch) >= self.BATCH:
-            self._q.put(self._batch)
-            self._batch = []
-            if self.error is not None:
-                raise self.error
-
-    def _run(self) -> None:
-        write, close, utime = os.write, os.close, os.utime
-        while True:
-            batch = self._q.get()
-            if batch is None:
-                return
-            for fd, data, chown, chmod, e in batch:
-                try:
-                    if self.error is None:
-                        if data:
-                            n = write(fd, data)
-                            if n < len(data):
-                                view = memoryview(data)[n:]
-                                while view:
-                                    view = view[write(fd, view):]
-                        if chown:
-                            os.fchown(fd, e.uid, e.gid)
-                        if chmod:
-                            os.fchmod(fd, e.mode & 0o7777)
-                        if e.xattrs:
-                            set_xattrs(fd, e.xattrs)
-                        utime(fd, ns=(e.atime_ns, e.mtime_ns))
-                except OSError as err:
-                    self.error = entry_error(e, err)
-                except BaseException as err:  # keep the thread alive to close every fd
-                    self.error = SystemError_(f"cannot apply tar entry {e.describe()!r}: {err}")
-                finally:
-                    close(fd)
-
-    def close(self) -> None:
-        """Finish everything queued; raises the first error a file hit."""
-        if self._thread.is_alive():
-            if self._batch:
-                self._q.put(self._batch)
-                self._batch = []
-            self._q.put(None)
-            self._thread.join()
-        if self.error is not None:
-            raise self.error
+        return SystemError_(f"no space left on device while writing tar entry {shown!r}")
+    return SystemError_(f"cannot apply tar entry {shown!r}: {err.strerror or err}")
 
 
 class Applier:
@@ -215,7 +157,8 @@ class Applier:
     Deferred metadata, created paths and the whiteout bookkeeping use real paths, so aliases agree.
     """
 
-    def __init__(self, root: str, *, follow_links: bool, whiteouts: str, track_created: bool) -> None:
+    def __init__(self, root: str, *, follow_links: bool, whiteouts: str, track_created: bool,
+                 parallel: bool = False) -> None:
         if whiteouts not in ("overlay", "delete", "none"):
             raise InvalidArgument(f"unknown whiteout mode {whiteouts!r}: expected overlay, delete or none")
         self.root = root
@@ -229,7 +172,15 @@ class Applier:
         self._deferred: dict[bytes, tuple[int, int, int]] = {}  # real dir path -> (mode, atime_ns, mtime_ns)
         self.created: list[bytes] | None = [] if track_created else None
         self._unpacked: set[bytes] | None = set() if whiteouts == "delete" else None
-        self._finisher: _Finisher | None = _Finisher() if SMALL_FILE > 0 else None
+        # a worker process for small files: layer mode only, where an archive path is its real path
+        self._layer = not follow_links and not track_created and whiteouts == "overlay"
+        self._may_spawn = parallel and self._layer
+        self._worker: W.FileWorker | None = None
+        self._pending: set[bytes] = set()  # paths handed to the worker that may not exist yet
+        # directories this call made: a file entry onto one goes the general way (removing it is ours to do);
+        # the worker replaces anything else that is in a file's way itself (unlink, then create)
+        self._made_dirs: set[bytes] = set()
+        self._small = 0
         self.umask = _read_umask()
         self.euid = os.geteuid()
         self.egid = os.getegid()
@@ -246,18 +197,30 @@ class Applier:
         return st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
 
     # -- directory fds --------------------------------------------------------------------------------------
-    def _stop_finisher(self) -> None:
-        if self._finisher is not None:
-            with contextlib.suppress(Exception):
-                self._finisher.close()
-            self._finisher = None
+    def _stop_worker(self) -> None:
+        """Kill the worker (if any) and wait for it: nothing is written after this returns."""
+        if self._worker is not None:
+            self._worker.abort()
+            self._worker = None
+        self._pending.clear()
+
+    def _sync(self) -> None:
+        """Wait until every file handed to the worker exists: the next operation depends on one of them."""
+        if self._worker is not None:
+            self._worker.sync()
+        self._pending.clear()
+
+    def _worker_error(self, f: W.WorkerFailure) -> Exception:
+        if isinstance(f.tag, (Entry, bytes)):
+            return entry_error(f.tag, OSError(f.errno, f.message))
+        return SystemError_(f"cannot apply the layer: {f.message}")
 
     def _close_retired(self) -> None:
         while self._retired:
             os.close(self._retired.pop())
 
     def close(self) -> None:
-        self._stop_finisher()
+        self._stop_worker()
         self._close_retired()
         for fd, _gid, _real in self._dirs.values():
             with contextlib.suppress(OSError):
@@ -273,6 +236,8 @@ class Applier:
                 self._retired.append(fd)
         for k in [k for k in self._deferred if k == real or k.startswith(pre)]:
             del self._deferred[k]
+        if self._worker is not None:
+            self._worker.forget_under(real)
 
     def _dir(self, key: bytes, create: bool = True) -> tuple[int, int, bytes]:
         hit = self._dirs.get(key)
@@ -296,6 +261,8 @@ class Applier:
         for j in range(i, len(comps)):
             base = comps[j]
             child_real = real + b"/" + base if real else base
+            if self._pending and child_real in self._pending:
+                self._sync()
             try:
                 cfd = os.open(base, O_DIR, dir_fd=fd)
             except FileNotFoundError:
@@ -303,6 +270,7 @@ class Applier:
                     raise
                 os.mkdir(base, 0o755, dir_fd=fd)
                 self._note_created(child_real)
+                self._made_dirs.add(child_real)
                 cfd = os.open(base, O_DIR, dir_fd=fd)
             except OSError as e:
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -342,6 +310,8 @@ class Applier:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
+            if self._pending:
+                self._sync()  # the worker may still be creating files below it
             shutil.rmtree(base, dir_fd=pfd)  # type: ignore[arg-type]
             self._forget_dirs(real)
         else:
@@ -349,7 +319,8 @@ class Applier:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stream: TarStream) -> None:
-        for e in entries(stream):
+        fast = self._fast if self._layer else None
+        for e in entries(stream, fast=fast, fast_max=W.MAX_FILE):
             try:
                 if self._retired:
                     self._close_retired()
@@ -364,9 +335,16 @@ class Applier:
                 raise entry_error(e, err)
             except ValueError as err:  # e.g. an embedded NUL the OS rejects
                 raise InvalidArgument(f"refusing tar entry {e.describe()!r}: {err}")
-        if self._finisher is not None:
-            self._finisher.close()
-            self._finisher = None
+            except W.WorkerFailure as f:
+                raise self._worker_error(f)
+        if self._worker is not None:
+            try:
+                self._worker.finish()  # before directory times: creating files changes them
+            except W.WorkerFailure as f:
+                raise self._worker_error(f)
+            finally:
+                self._worker = None
+                self._pending.clear()
         self.finish()
 
     def _apply(self, e: Entry, stream: TarStream) -> None:
@@ -384,12 +362,14 @@ class Applier:
             self._skip_data(e, stream)
             self._whiteout(e, pkey, base)
             return
+        if self._pending and key in self._pending:
+            self._sync()  # the same path again: let the worker create the first one before replacing it
         pfd, pgid, preal = self._dir(pkey)
         real = key if not self.follow else preal + b"/" + base if preal else base
         if self._unpacked is not None:
             self._unpacked.add(real)
         if tf == T.REGTYPE:
-            self._regular(e, stream, pfd, pgid, base, real)
+            self._regular(e, stream, pfd, pgid, pkey, base, real)
             return
         self._skip_data(e, stream)
         if tf == T.DIRTYPE:
@@ -406,7 +386,81 @@ class Applier:
             stream.skip(e.size)
 
     # -- entry kinds ----------------------------------------------------------------------------------------
-    def _regular(self, e: Entry, stream: TarStream, pfd: int, pgid: int, base: bytes, real: bytes) -> None:
+    def _fast(self, name: bytes, mode: int, uid: int, gid: int, size: int, mtime_ns: int, data: memoryview) -> bool:
+        """A plain small regular file straight from the reader's buffer (layer mode): the common entry of a layer,
+        so it skips the general path when nothing about it is unusual. False hands it to the general path."""
+        if name[:2] == b"./":
+            name = name[2:]
+        # anything with a "." component start (".wh." whiteouts, "..", hidden files), "//", or an absolute or
+        # empty name goes the general way; a NUL cannot occur (the reader cuts names at the first one)
+        if not name or name[0] in (0x2E, 0x2F) or name[-1] == 0x2F or b"/." in name or b"//" in name:
+            return False
+        pending = self._pending
+        if pending and name in pending or name in self._made_dirs:
+            return False
+        pkey, _, base = name.rpartition(b"/")
+        hit = self._dirs.get(pkey)
+        if hit is None:
+            return False
+        pfd, pgid, _real = hit
+        need = size + (-size % self._bsize)
+        if self.budget is not None:
+            if self.budget < need:
+                return False
+            self.budget -= need
+        try:
+            w = self._worker
+            if w is not None and len(base) <= W.MAX_NAME and w.room():
+                fm = mode & 0o7777
+                if uid != self.euid or gid != pgid:
+                    fm |= W.F_CHOWN
+                if mode & 0o7000 or mode & self.umask:
+                    fm |= W.F_CHMOD
+                pending.add(name)
+                w.add(pkey, pfd, base, data, fm, uid, gid, mtime_ns, mtime_ns, name)
+                if len(pending) >= MAX_PENDING:
+                    self._sync()
+                return True
+            try:
+                fd = os.open(base, O_NEW, mode & 0o777, dir_fd=pfd)
+            except FileExistsError:
+                if self.budget is not None:
+                    self.budget += need
+                return False
+            try:
+                if size:
+                    n = os.write(fd, data)
+                    while n < size:
+                        n += os.write(fd, data[n:])
+                if uid != self.euid or gid != pgid:
+                    os.fchown(fd, uid, gid)
+                if mode & 0o7000 or mode & self.umask:
+                    os.fchmod(fd, mode & 0o7777)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise entry_error(name, err)
+        except W.WorkerFailure as f:
+            raise self._worker_error(f)
+        if w is None:
+            if self._may_spawn:
+                self._count_small()
+        elif w.broken:
+            self._stop_worker()
+        return True
+
+    def _count_small(self) -> None:
+        """Another small file created here: start a worker once a layer has shown enough of them."""
+        self._small += 1
+        if self._small >= SPAWN_AFTER:
+            self._may_spawn = False
+            self._worker = W.FileWorker.spawn()
+            if self._worker is not None and WAIT_FOR_WORKER:
+                self._worker.wait_ready()
+
+    def _regular(self, e: Entry, stream: TarStream, pfd: int, pgid: int, pkey: bytes, base: bytes,
+                 real: bytes) -> None:
         size = e.size
         if self.budget is not None:
             self.budget -= size + (-size % self._bsize)
@@ -415,6 +469,20 @@ class Applier:
                     f"the archive needs more space than is free on the target's filesystem ({size} bytes "
                     "declared for this file); refusing it as a possible decompression bomb")
         perm = e.mode & 0o777
+        small = (size <= W.MAX_FILE and not e.xattrs and len(base) <= W.MAX_NAME and real not in self._made_dirs
+                 and W.fits(e.uid, e.gid, e.atime_ns, e.mtime_ns))
+        w = self._worker
+        if w is not None and small and w.room():
+            fm = e.mode & 0o7777
+            if e.uid != self.euid or e.gid != pgid:
+                fm |= W.F_CHOWN
+            if e.mode & 0o7000 or perm & self.umask:
+                fm |= W.F_CHMOD
+            self._pending.add(real)
+            w.add(pkey, pfd, base, stream.take(size) if size else b"", fm, e.uid, e.gid, e.atime_ns, e.mtime_ns, e)
+            if len(self._pending) >= MAX_PENDING:
+                self._sync()
+            return
         try:
             fd = os.open(base, O_NEW, perm, dir_fd=pfd)
         except FileExistsError:
@@ -423,15 +491,6 @@ class Applier:
         else:
             if self.created is not None:
                 self.created.append(real)
-        if size <= SMALL_FILE and self._finisher is not None:
-            try:
-                data = stream.take(size) if size else b""
-            except BaseException:
-                os.close(fd)
-                raise
-            self._finisher.add(fd, data, e.uid != self.euid or e.gid != pgid,
-                               bool(e.mode & 0o7000 or perm & self.umask), e)
-            return
         try:
             if size:
                 if size >= BIG_FILE:
@@ -450,6 +509,11 @@ class Applier:
             os.utime(fd, ns=(e.atime_ns, e.mtime_ns))
         finally:
             os.close(fd)
+        if w is None:
+            if small and self._may_spawn:
+                self._count_small()
+        elif w.broken:
+            self._stop_worker()
 
     def _directory(self, e: Entry, pfd: int, pgid: int, base: bytes, key: bytes, real: bytes) -> None:
         if self.follow:  # keep an existing directory, or a link to one, as GNU tar's --keep-directory-symlink
@@ -473,6 +537,7 @@ class Applier:
                 self._note_created(real)
         else:
             self._note_created(real)
+        self._made_dirs.add(real)
         self._set_owner_xattrs(None, (pfd, base), e, pgid)
         self._deferred[real] = (e.mode, e.atime_ns, e.mtime_ns)
 
@@ -496,6 +561,8 @@ class Applier:
             raise Refusal("hardlink to the archive root")
         if tkey == key:
             return  # a link to itself: nothing to do
+        if self._pending and tkey in self._pending:
+            self._sync()  # the target is one the worker may not have created yet
         tparent, _, tbase = tkey.rpartition(b"/")
         shown = e.linkname.decode("utf-8", "backslashreplace")
         try:
@@ -572,6 +639,8 @@ class Applier:
             return
         pfd, pgid, preal = self._dir(pkey)
         real = preal + b"/" + name if preal else name
+        if self._pending and real in self._pending:
+            self._sync()
         try:
             os.mknod(name, stat.S_IFCHR, 0, dir_fd=pfd)
         except FileExistsError:
@@ -637,7 +706,7 @@ class Applier:
 
     def undo_created(self) -> None:
         """Best effort after a failure in tree mode: remove what this call created (replaced files stay lost)."""
-        self._stop_finisher()
+        self._stop_worker()
         if not self.created:
             return
         for real in reversed(self.created):

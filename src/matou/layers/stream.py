@@ -1,10 +1,17 @@
-"""Decompress in a worker thread, consume in order: the tar bytes of a layer as a pipeline.
+"""Decompress and hash in worker threads, consume in order: the tar bytes of a layer as a pipeline.
 
-A decompress thread reads the raw stream, sniffs and decompresses it, and hands ~1 MiB chunks through a bounded
-queue to the consumer; two hash threads compute the blob digest (raw bytes) and the diff id (decompressed bytes)
-from the same chunks. isal, zstandard, hashlib and file reads all release the GIL, so on two cores this work
-overlaps the consumer's file writes (measured: hashing off the decompress thread shortens the phase where a
-big file is written and the consumer waits for data). The queues bound memory to a few dozen chunks whatever the compression ratio.
+Three stages, each owning a buffer at a time: a decompress thread reads the raw stream, sniffs it and
+decompresses it into recycled ~1 MiB buffers; a hash thread computes the diff id over them in order and passes
+them on; the consumer (the applier) reads them and gives each back once it moved past it. Unless the caller
+already verified the blob (``hash_raw=False``: the content store checks digests at ingest), one more thread
+computes the blob digest over the raw bytes. isal, zstandard, hashlib and file reads release the GIL, so on two
+cores all of this overlaps the consumer's file writes.
+
+Measured on the bench layer (128 MiB random file + 20,000 small files, 2 cores): recycling buffers saves the page
+faults and madvise calls of a fresh 1 MiB allocation per chunk (~0.05 s of CPU per 230 MiB); hashing in a stage
+of its own rather than in the decompress thread keeps the big-file phase from waiting on one thread doing both
+(fresh ext4 0.91 s vs 0.98 s, tmpfs the same); 256 KiB buffers or 64 KiB reads were not faster. Memory stays
+bounded by 2 * ``DEPTH`` + 3 buffers whatever the compression ratio.
 
 Everything belongs to one :class:`TarStream`; nothing is shared between calls, so any number can run at once.
 """
@@ -20,56 +27,70 @@ from typing import Any, BinaryIO
 
 from matou.errors import InvalidArgument
 from matou.layers import compression
+from matou.layers.tarread import Window
 
+CHUNK = compression.CHUNK  # decompressed bytes per buffer
+DEPTH = 8  # buffers queued per stage
 _EOF = None
+_DONE = "done"  # decompression finished: the tar hasher completes the diff id and ends the stream
 
 
 class _Stop(Exception):
     """Raised inside the worker when the consumer gave up."""
 
 
-class TarStream:
+class TarStream(Window):
     """Producer thread + in-order reader of the uncompressed tar.
 
-    Consumer API: :meth:`read`, :meth:`copy_to`, :meth:`skip`, :meth:`drain`; ``offset`` is the position in the
-    uncompressed stream. After the stream is drained, ``diff_id``/``size``/``raw_digest``/``raw_size`` are set.
+    Consumer API: :meth:`read`, :meth:`take`, :meth:`copy_to`, :meth:`skip`, :meth:`drain`; ``offset`` is the
+    position in the uncompressed stream; ``buf``/``pos`` the current chunk (a memoryview, valid until the
+    consumer moves past it) and the position in it (see ``tarread.Window``). After the stream is drained,
+    ``diff_id``/``size``/``raw_digest``/``raw_size`` are set (``raw_digest`` is None when ``hash_raw`` is false,
+    except for a plain tar, whose diff id it is).
     """
 
-    def __init__(self, raw: BinaryIO, *, max_size: int | None = None, chunk: int = compression.CHUNK,
-                 depth: int = 16) -> None:
+    def __init__(self, raw: BinaryIO, *, max_size: int | None = None, chunk: int | None = None,
+                 depth: int | None = None, hash_raw: bool = True) -> None:
+        chunk = CHUNK if chunk is None else chunk
+        depth = DEPTH if depth is None else depth
         self._raw = raw
         self._max_size = max_size
         self._chunk = chunk
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._hq_raw: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._hq_tar: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)  # to the consumer
+        self._tq: queue.Queue[Any] = queue.Queue(maxsize=depth)  # to the tar hasher
+        self._tar_hasher: threading.Thread | None = None
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # buffers the consumer gave back
+        self._buffers = 2 * depth + 3  # queued + the consumer's + the one being hashed + the one being filled
+        self._held: bytearray | None = None  # the buffer behind self.buf
         self._raw_hash = hashlib.sha256()
         self._tar_hash = hashlib.sha256()
         self._stop = threading.Event()
-        self._buf: bytes = b""
-        self._pos = 0
-        self._base = 0  # stream offset of self._buf[0]
+        self.buf: Any = memoryview(b"")
+        self.pos = 0
+        self._base = 0  # stream offset of self.buf[0]
         self._eof = False
         self.kind = ""
         self.diff_id = ""
         self.size = 0
-        self.raw_digest = ""
+        self.raw_digest: str | None = ""
         self.raw_size = 0
-        self._hashers = [threading.Thread(target=self._hash_work, args=(q, h), name="matou-layer-hash", daemon=True)
-                         for q, h in ((self._hq_raw, self._raw_hash), (self._hq_tar, self._tar_hash))]
-        for t in self._hashers:
-            t.start()
+        self._hash_raw = hash_raw
+        self._hq_raw: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._hasher: threading.Thread | None = None
+        if hash_raw:
+            self._hasher = threading.Thread(target=self._hash_work, name="matou-layer-hash", daemon=True)
+            self._hasher.start()
         self._thread = threading.Thread(target=self._work, name="matou-layer-decompress", daemon=True)
         self._thread.start()
 
     # -- producers ------------------------------------------------------------------------------------------
-    def _hash_work(self, hq: queue.Queue[Any], hasher: Any) -> None:
-        """One thread per digest: hashlib releases the GIL, so both overlap inflating and writing."""
+    def _hash_work(self) -> None:
+        """The blob digest over the raw bytes (hashlib releases the GIL: it overlaps inflating and writing)."""
         while True:
-            item = hq.get()
+            item = self._hq_raw.get()
             if item is None:
                 return
-            hasher.update(item)
+            self._raw_hash.update(item)
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:
@@ -81,97 +102,151 @@ class TarStream:
             except queue.Full:
                 continue
 
+    def _buffer(self) -> bytearray:
+        """A free buffer: a new one until ``_buffers`` exist, then one the consumer gave back."""
+        if self._buffers:
+            self._buffers -= 1
+            return bytearray(self._chunk)
+        while True:
+            if self._stop.is_set():
+                raise _Stop()
+            try:
+                return self._free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
     def _work(self) -> None:
+        """Read, sniff and decompress into recycled buffers; hand them to the tar hasher (or straight on)."""
+        out = self._q
         try:
-            hq_raw, hq_tar = self._hq_raw, self._hq_tar
-            src = compression.SourceReader(self._raw, sink=lambda data: self._put(hq_raw, data))
+            src = compression.SourceReader(
+                self._raw, sink=(lambda data: self._put(self._hq_raw, data)) if self._hash_raw else None)
             self.kind = compression.detect(src.head(4))
             plain = self.kind == "plain"
+            if not plain or not self._hash_raw:  # a plain stream's diff id is its raw digest
+                out = self._tq
+                self._tar_hasher = threading.Thread(target=self._tar_work, name="matou-layer-diffid", daemon=True)
+                self._tar_hasher.start()
+            readinto = compression.reader_into(src, self.kind)
             total = 0
             limit = self._max_size
-            for chunk in compression.iter_chunks(src, self.kind, self._chunk):
-                total += len(chunk)
+            while True:
+                buf = self._buffer()
+                view = memoryview(buf)
+                n = readinto(view)
+                if not n:
+                    self._free.put(buf)
+                    break
+                total += n
                 if limit is not None and total > limit:
                     raise InvalidArgument(
                         f"layer expands to more than {limit} bytes: refusing it as a possible decompression bomb")
-                if not plain:
-                    self._put(hq_tar, chunk)
-                self._put(self._q, chunk)
+                self._put(out, (view[:n], buf))
             src.drain()  # bytes after the compressed stream's end still belong to the blob
-            self._stop_hashers()
+            self._stop_hasher()
             self.raw_size = src.size
-            self.raw_digest = "sha256:" + self._raw_hash.hexdigest()
             self.size = total
-            self.diff_id = self.raw_digest if plain else "sha256:" + self._tar_hash.hexdigest()
-            self._put(self._q, _EOF)
+            if self._hash_raw:
+                self.raw_digest = "sha256:" + self._raw_hash.hexdigest()
+            if out is self._q:
+                self.diff_id = self.raw_digest  # type: ignore[assignment]
+                self._put(out, _EOF)
+            else:
+                self._put(out, _DONE)  # the tar hasher finishes the diff id, then ends the stream
         except _Stop:
             return
         except BaseException as e:  # handed to the consumer, which re-raises it in its own thread
             try:
-                self._put(self._q, e)
+                self._put(out, e)
             except _Stop:
                 return
         finally:
-            self._stop_hashers()
+            self._stop_hasher()
 
-    def _stop_hashers(self) -> None:
-        for q, t in zip((self._hq_raw, self._hq_tar), self._hashers, strict=True):
-            if t.is_alive():
-                with contextlib.suppress(queue.Full):
-                    q.put(None, timeout=5)
-                t.join()
+    def _tar_work(self) -> None:
+        """The diff id over the decompressed chunks, in order, before they go on to the consumer."""
+        update = self._tar_hash.update
+        try:
+            while True:
+                try:
+                    item = self._tq.get(timeout=0.2)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if item is _DONE:
+                    self.diff_id = "sha256:" + self._tar_hash.hexdigest()
+                    if self.raw_digest == "":
+                        self.raw_digest = self.diff_id if self.kind == "plain" else None
+                    self._put(self._q, _EOF)
+                    return
+                if not isinstance(item, BaseException):
+                    update(item[0])
+                self._put(self._q, item)
+                if isinstance(item, BaseException):
+                    return
+        except _Stop:
+            return
+
+    def _stop_hasher(self) -> None:
+        t = self._hasher
+        if t is not None and t.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._hq_raw.put(None, timeout=5)
+            t.join()
 
     # -- consumer -------------------------------------------------------------------------------------------
     @property
     def offset(self) -> int:
-        return self._base + self._pos
+        return self._base + self.pos
 
     def _next(self) -> bool:
         if self._eof:
             return False
         item = self._q.get()
+        self._base += len(self.buf)
+        self.buf = memoryview(b"")
+        self.pos = 0
+        if self._held is not None:  # nothing may look at the previous chunk any more: recycle it
+            self._free.put(self._held)
+            self._held = None
         if item is _EOF:
             self._eof = True
-            self._base += len(self._buf)
-            self._buf = b""
-            self._pos = 0
             return False
         if isinstance(item, BaseException):
             self._eof = True
             raise item
-        self._base += len(self._buf)
-        self._buf = item
-        self._pos = 0
+        self.buf, self._held = item
         return True
 
     def read(self, n: int) -> bytes:
         """Exactly n bytes, or b"" at a clean end of stream; raises on a short read."""
-        pos = self._pos
+        pos = self.pos
         end = pos + n
-        if end <= len(self._buf):
-            self._pos = end
-            return self._buf[pos:end]
-        parts = [self._buf[pos:]]
+        if end <= len(self.buf):
+            self.pos = end
+            return bytes(self.buf[pos:end])
+        parts = [bytes(self.buf[pos:])]  # copies: a chunk is recycled as soon as the reader moves past it
         got = len(parts[0])
-        self._pos = len(self._buf)
+        self.pos = len(self.buf)
         while got < n:
             if not self._next():
                 if got == 0:
                     return b""
                 raise EOFError(n - got)
-            take = min(n - got, len(self._buf))
-            parts.append(self._buf[:take])
-            self._pos = take
+            take = min(n - got, len(self.buf))
+            parts.append(bytes(self.buf[:take]))
+            self.pos = take
             got += take
         return b"".join(parts)
 
     def take(self, n: int) -> bytes | memoryview:
         """The next n bytes as one buffer: a view into the current chunk when they lie in it (no copy)."""
-        pos = self._pos
+        pos = self.pos
         end = pos + n
-        if end <= len(self._buf):
-            self._pos = end
-            return memoryview(self._buf)[pos:end]
+        if end <= len(self.buf):
+            self.pos = end
+            return self.buf[pos:end]
         data = self.read(n)
         if len(data) < n:
             raise EOFError(n - len(data))
@@ -180,28 +255,28 @@ class TarStream:
     def copy_to(self, fd: int, n: int) -> None:
         """Write the next n bytes of the stream to ``fd``; raises EOFError when the stream ends first."""
         while n:
-            avail = len(self._buf) - self._pos
+            avail = len(self.buf) - self.pos
             if not avail:
                 if not self._next():
                     raise EOFError(n)
                 continue
             take = n if n < avail else avail
-            view = memoryview(self._buf)[self._pos:self._pos + take]
+            view = self.buf[self.pos:self.pos + take]
             while view:
                 w = os.write(fd, view)
                 view = view[w:]
-            self._pos += take
+            self.pos += take
             n -= take
 
     def skip(self, n: int) -> None:
         while n:
-            avail = len(self._buf) - self._pos
+            avail = len(self.buf) - self.pos
             if not avail:
                 if not self._next():
                     raise EOFError(n)
                 continue
             take = n if n < avail else avail
-            self._pos += take
+            self.pos += take
             n -= take
 
     def drain(self, limit: int) -> int:
@@ -209,11 +284,11 @@ class TarStream:
 
         More than ``limit`` bytes left over is refused: nothing legitimate pads a tar by that much.
         """
-        left = len(self._buf) - self._pos
-        self._pos = len(self._buf)
+        left = len(self.buf) - self.pos
+        self.pos = len(self.buf)
         while self._next():
-            left += len(self._buf)
-            self._pos = len(self._buf)
+            left += len(self.buf)
+            self.pos = len(self.buf)
             if left > limit:
                 raise InvalidArgument(
                     f"more than {limit} bytes follow the end of the tar archive: refusing it as a possible "
@@ -228,5 +303,7 @@ class TarStream:
                 self._q.get_nowait()
             except queue.Empty:
                 self._thread.join(0.05)
-        for t in self._hashers:
-            t.join()
+        if self._tar_hasher is not None:
+            self._tar_hasher.join()
+        if self._hasher is not None:
+            self._hasher.join()

@@ -12,9 +12,10 @@ checksum, which is what makes 20,000 small files cheap.
 from __future__ import annotations
 
 import base64
+import struct
 import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +42,18 @@ class TarSource(Protocol):
     def drain(self, limit: int) -> int:
         """Consume the rest (at most ``limit`` bytes, else InvalidArgument); returns how many there were."""
         ...
+
+class Window:
+    """A TarSource that also exposes its current in-memory buffer: ``buf`` and the read position ``pos`` in it.
+
+    Readers may consume bytes inside ``buf`` by moving ``pos`` forward (never past ``len(buf)``), which lets
+    :func:`entries` parse headers and hand out small files without copying. :class:`matou.layers.stream.TarStream`
+    is one.
+    """
+
+    buf: bytes
+    pos: int
+
 
 MAX_META = 1 << 20  # PAX / GNU long-name payloads: a name is never a megabyte; refusing bounds memory
 MAX_META_CHAIN = 64
@@ -78,34 +91,71 @@ def _truncated(what: str) -> InvalidArgument:
     return InvalidArgument(f"the tar archive is truncated: it ends inside {what}")
 
 
-def _after(last: Entry | None) -> str:
-    return f"entry {last.describe()!r}" if last is not None else "the start of the archive"
+def _after(last: bytes | None) -> str:
+    if last is None:
+        return "the start of the archive"
+    return f"entry {last.decode('utf-8', 'backslashreplace')!r}"
 
 
-def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Iterator[Entry]:
+FastFile = Callable[[bytes, int, int, int, int, int, memoryview], bool]
+"""``fast(name, mode, uid, gid, size, mtime_ns, data) -> handled``: see :func:`entries`."""
+
+# the fields the common header needs (linkname, uname, gname and device numbers are skipped)
+_FAST = struct.Struct("100s8s8s8s12s12s8sc100x8s80x155s12x")
+_CACHE_MAX = 1024  # distinct mode/uid/gid/mtime fields remembered (a layer has few)
+
+
+def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT, fast: FastFile | None = None,
+            fast_max: int = 0) -> Iterator[Entry]:
     """Yield entries in archive order. The consumer must read or skip exactly ``entry.size`` bytes of data
     before asking for the next entry; padding is skipped here.
 
-    This is the per-entry hot path of a pull: keep it free of calls that the common header does not need.
+    ``fast``: when the stream is a :class:`Window` and a plain regular file (no extended headers, octal numbers,
+    at most ``fast_max`` bytes) lies entirely in its current buffer, the reader first offers it to
+    ``fast(name, mode, uid, gid, size, mtime_ns, data)`` with ``data`` a view into the buffer (valid during the
+    call only). If that returns True the file counts as handled and is not yielded; otherwise it is yielded as
+    usual. This is the per-entry hot path of a pull: keep it free of calls that the common header does not need.
     """
     gpax: dict[bytes, bytes] = {}
     pax: dict[bytes, bytes] | None = None
     longname: bytes | None = None
     longlink: bytes | None = None
     chain = 0
-    last: Entry | None = None
-    unpack = T.HEADER.unpack
+    last: bytes | None = None
+    unpack = _FAST.unpack_from
     adler32 = zlib.adler32
     read = stream.read
     skip = stream.skip
     zero = T.ZERO_BLOCK
     regtype = T.REGTYPE
+    window = isinstance(stream, Window)
+    if not window:
+        fast = None
+    cmode: dict[bytes, int] = {}
+    cid: dict[bytes, int] = {}
+    cmtime: dict[bytes, int] = {}
+    src: bytes = b""
+    mv = memoryview(src)
     while True:
-        try:
-            block = read(512)
-        except EOFError:
-            raise _truncated(f"the header after {_after(last)}")
-        if not block or block == zero:
+        if window and stream.pos + 512 <= len(stream.buf):  # type: ignore[attr-defined]
+            off = stream.pos  # type: ignore[attr-defined]
+            if stream.buf is not src:  # type: ignore[attr-defined]
+                src = stream.buf  # type: ignore[attr-defined]
+                mv = memoryview(src)
+            stream.pos = off + 512  # type: ignore[attr-defined]
+            if src[off] == 0 and src[off:off + 512] == zero:
+                block: bytes | None = zero
+            else:
+                block = None
+        else:
+            try:
+                block = read(512)
+            except EOFError:
+                raise _truncated(f"the header after {_after(last)}")
+            if block and block != zero:
+                src, mv, off = block, memoryview(block), 0
+                block = None
+        if block is not None:  # the end: a zero block or the end of the stream
             if pax is not None or longname is not None or longlink is not None:
                 raise InvalidArgument(
                     f"the tar archive ends with an extended header that no entry follows (after {_after(last)})")
@@ -116,16 +166,15 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
                     pass
             stream.drain(trailing_limit)
             return
-        (name, mode, uid, gid, size_f, mtime, chk, typeflag, linkname, magic, _un, _gn, dmaj, dmin,
-         prefix) = unpack(block)
-        view = memoryview(block)
+        (name, mode_f, uid_f, gid_f, size_f, mtime_f, chk, typeflag, magic, prefix) = unpack(src, off)
         # adler32's low half is the byte sum mod 65521; each 256-byte half sums to at most 65280: exact
-        total = (adler32(view[:256], 0) & 0xFFFF) + (adler32(view[256:], 0) & 0xFFFF) + 256 - sum(chk)
+        total = ((adler32(mv[off:off + 256], 0) & 0xFFFF) + (adler32(mv[off + 256:off + 512], 0) & 0xFFFF)
+                 + 256 - (adler32(chk, 0) & 0xFFFF))
         try:
             ok = int(chk[:6], 8) == total
         except ValueError:
             ok = False
-        if not ok and not T.checksum_ok(block):
+        if not ok and not T.checksum_ok(bytes(mv[off:off + 512])):
             raise InvalidArgument(
                 f"invalid tar header at offset {stream.offset - 512} after {_after(last)}: the checksum does "
                 "not match (the archive is corrupt or a header lies about its size)")
@@ -140,11 +189,11 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
                 raise InvalidArgument(f"invalid tar header at offset {stream.offset - 512}: negative size")
 
         if typeflag in (T.XHDTYPE, T.XGLTYPE, T.GNU_LONGNAME, T.GNU_LONGLINK):
-            off = stream.offset - 512
+            where_off = stream.offset - 512
             chain += 1
             if size > MAX_META or chain > MAX_META_CHAIN:
                 raise InvalidArgument(
-                    f"refusing an extended tar header of {size} bytes at offset {off}: too large")
+                    f"refusing an extended tar header of {size} bytes at offset {where_off}: too large")
             try:
                 data = read(size)
                 skip(-size % 512)
@@ -152,7 +201,7 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
                 raise _truncated(f"an extended header after {_after(last)}")
             if len(data) < size:
                 raise _truncated(f"an extended header after {_after(last)}")
-            where = f"at offset {off}"
+            where = f"at offset {where_off}"
             if typeflag == T.XHDTYPE:
                 pax = T.parse_pax(data, where) if pax is None else {**pax, **T.parse_pax(data, where)}
             elif typeflag == T.XGLTYPE:
@@ -168,16 +217,49 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
         path = name if i < 0 else name[:i]
         if prefix[0] and magic[:6] == b"ustar\0":
             path = _nul(prefix) + b"/" + path
+        mode = cmode.get(mode_f)
+        uid = cid.get(uid_f)
+        gid = cid.get(gid_f)
+        mtime_ns = cmtime.get(mtime_f)
         try:
-            mtime_ns = int(mtime[:11], 8) * 1_000_000_000
-            e = Entry(path, typeflag, int(mode[:7], 8), int(uid[:7], 8), int(gid[:7], 8), size, mtime_ns,
-                      mtime_ns, _nul(linkname) if linkname[0] else b"", 0, 0, None, stream.offset - 512)
-        except ValueError:
-            mtime_ns = T.parse_number(mtime, "mtime") * 1_000_000_000
-            e = Entry(path, typeflag, T.parse_number(mode, "mode"), T.parse_number(uid, "uid"),
-                      T.parse_number(gid, "gid"), size, mtime_ns, mtime_ns, _nul(linkname), 0, 0, None,
-                      stream.offset - 512)
+            if mode is None:
+                mode = int(mode_f[:7], 8)
+                if len(cmode) < _CACHE_MAX:
+                    cmode[mode_f] = mode
+            if uid is None:
+                uid = int(uid_f[:7], 8)
+                if len(cid) < _CACHE_MAX:
+                    cid[uid_f] = uid
+            if gid is None:
+                gid = int(gid_f[:7], 8)
+                if len(cid) < _CACHE_MAX:
+                    cid[gid_f] = gid
+            if mtime_ns is None:
+                mtime_ns = int(mtime_f[:11], 8) * 1_000_000_000
+                if len(cmtime) < _CACHE_MAX:
+                    cmtime[mtime_f] = mtime_ns
+        except ValueError:  # base-256 or odd padding (never the fast path: values may be out of any range)
+            mtime_ns = T.parse_number(mtime_f, "mtime") * 1_000_000_000
+            mode = T.parse_number(mode_f, "mode")
+            uid = T.parse_number(uid_f, "uid")
+            gid = T.parse_number(gid_f, "gid")
+            usual = False
+        else:
+            usual = True
+        if typeflag == regtype and usual and fast is not None and size <= fast_max and not (
+                pax or gpax or longname is not None or longlink is not None):
+            end = off + 512 + size
+            if end + (-size % 512) <= len(src):
+                if fast(path, mode, uid, gid, size, mtime_ns, mv[off + 512:end]):
+                    stream.pos = end + (-size % 512)  # type: ignore[attr-defined]
+                    last = path
+                    continue
+        e = Entry(path, typeflag, mode, uid, gid, size, mtime_ns, mtime_ns, b"", 0, 0, None, stream.offset - 512)
         if typeflag != regtype:
+            full = T.HEADER.unpack_from(src, off)
+            linkname, dmaj, dmin = full[8], full[12], full[13]
+            if linkname[0]:
+                e.linkname = _nul(linkname)
             if typeflag in (T.CHRTYPE, T.BLKTYPE):
                 e.devmajor = T.parse_number(dmaj, "devmajor")
                 e.devminor = T.parse_number(dmin, "devminor")
@@ -208,7 +290,7 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT) -> Itera
         if e.uid < 0 or e.gid < 0:
             raise InvalidArgument(f"refusing tar entry {e.describe()!r}: negative owner id")
 
-        last = e
+        last = e.name
         yield e
         if e.size & 511:
             try:
