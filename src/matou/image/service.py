@@ -189,7 +189,8 @@ class ImageService:
                     progress(lyr.digest, "Extracting")
                 src = opener(lyr) if opener else self.content.open(lyr.digest)
                 with src:
-                    res = apply_layer(src, dest, expected_diff_id=lyr.diff_id)
+                    # blobs come from the content store, which verified their digests at ingest
+                    res = apply_layer(src, dest, expected_diff_id=lyr.diff_id, compressed_digest=False)
                 if progress:
                     progress(lyr.digest, "Pull complete")
                 return i, res.size
@@ -469,7 +470,7 @@ def apply_blob_as_layer(svc: ImageService, digest: str, parent_chain: str | None
     svc.snapshots.prepare(key, None)
     try:
         with svc.content.open(digest) as f:
-            res = apply_layer(f, svc.snapshots.dir(key))
+            res = apply_layer(f, svc.snapshots.dir(key), compressed_digest=False)  # a verified blob
         chain = _chain_of(parent_chain, res.diff_id)
         with svc._chain_lock(chain):
             if svc.has_layer(chain):
