@@ -417,7 +417,7 @@ class Applier:
                 if mode & 0o7000 or mode & self.umask:
                     fm |= W.F_CHMOD
                 pending.add(name)
-                w.add(pkey, pfd, base, data, fm, uid, gid, mtime_ns, mtime_ns, name)
+                w.add(pkey, pfd, base, data, size, fm, uid, gid, mtime_ns, mtime_ns, name)
                 if len(pending) >= MAX_PENDING:
                     self._sync()
                 return True
@@ -479,7 +479,8 @@ class Applier:
             if e.mode & 0o7000 or perm & self.umask:
                 fm |= W.F_CHMOD
             self._pending.add(real)
-            w.add(pkey, pfd, base, stream.take(size) if size else b"", fm, e.uid, e.gid, e.atime_ns, e.mtime_ns, e)
+            w.add(pkey, pfd, base, stream.take(size) if size else b"", size, fm, e.uid, e.gid, e.atime_ns,
+                  e.mtime_ns, e)
             if len(self._pending) >= MAX_PENDING:
                 self._sync()
             return

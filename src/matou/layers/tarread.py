@@ -101,7 +101,7 @@ FastFile = Callable[[bytes, int, int, int, int, int, memoryview], bool]
 """``fast(name, mode, uid, gid, size, mtime_ns, data) -> handled``: see :func:`entries`."""
 
 # the fields the common header needs (linkname, uname, gname and device numbers are skipped)
-_FAST = struct.Struct("100s8s8s8s12s12s8sc100x8s80x155s12x")
+_FAST = struct.Struct("100s24s12s12s8sc100x8s80x155s12x")  # mode, uid and gid as one 24-byte field
 _CACHE_MAX = 1024  # distinct mode/uid/gid/mtime fields remembered (a layer has few)
 
 
@@ -131,8 +131,7 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT, fast: Fa
     window = isinstance(stream, Window)
     if not window:
         fast = None
-    cmode: dict[bytes, int] = {}
-    cid: dict[bytes, int] = {}
+    cids: dict[bytes, tuple[int, int, int]] = {}  # mode+uid+gid field -> values
     cmtime: dict[bytes, int] = {}
     src: bytes = b""
     mv = memoryview(src)
@@ -166,7 +165,7 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT, fast: Fa
                     pass
             stream.drain(trailing_limit)
             return
-        (name, mode_f, uid_f, gid_f, size_f, mtime_f, chk, typeflag, magic, prefix) = unpack(src, off)
+        (name, ids_f, size_f, mtime_f, chk, typeflag, magic, prefix) = unpack(src, off)
         # adler32's low half is the byte sum mod 65521; each 256-byte half sums to at most 65280: exact
         total = ((adler32(mv[off:off + 256], 0) & 0xFFFF) + (adler32(mv[off + 256:off + 512], 0) & 0xFFFF)
                  + 256 - (adler32(chk, 0) & 0xFFFF))
@@ -217,32 +216,23 @@ def entries(stream: TarSource, *, trailing_limit: int = TRAILING_LIMIT, fast: Fa
         path = name if i < 0 else name[:i]
         if prefix[0] and magic[:6] == b"ustar\0":
             path = _nul(prefix) + b"/" + path
-        mode = cmode.get(mode_f)
-        uid = cid.get(uid_f)
-        gid = cid.get(gid_f)
+        ids = cids.get(ids_f)
         mtime_ns = cmtime.get(mtime_f)
         try:
-            if mode is None:
-                mode = int(mode_f[:7], 8)
-                if len(cmode) < _CACHE_MAX:
-                    cmode[mode_f] = mode
-            if uid is None:
-                uid = int(uid_f[:7], 8)
-                if len(cid) < _CACHE_MAX:
-                    cid[uid_f] = uid
-            if gid is None:
-                gid = int(gid_f[:7], 8)
-                if len(cid) < _CACHE_MAX:
-                    cid[gid_f] = gid
+            if ids is None:
+                ids = (int(ids_f[:7], 8), int(ids_f[8:15], 8), int(ids_f[16:23], 8))
+                if len(cids) < _CACHE_MAX:
+                    cids[ids_f] = ids
             if mtime_ns is None:
                 mtime_ns = int(mtime_f[:11], 8) * 1_000_000_000
                 if len(cmtime) < _CACHE_MAX:
                     cmtime[mtime_f] = mtime_ns
+            mode, uid, gid = ids
         except ValueError:  # base-256 or odd padding (never the fast path: values may be out of any range)
             mtime_ns = T.parse_number(mtime_f, "mtime") * 1_000_000_000
-            mode = T.parse_number(mode_f, "mode")
-            uid = T.parse_number(uid_f, "uid")
-            gid = T.parse_number(gid_f, "gid")
+            mode = T.parse_number(ids_f[:8], "mode")
+            uid = T.parse_number(ids_f[8:16], "uid")
+            gid = T.parse_number(ids_f[16:], "gid")
             usual = False
         else:
             usual = True

@@ -80,6 +80,7 @@ class FileWorker:
         self._recs: list[bytes] = []
         self._names: list[bytes] = []
         self._tags: list[Any] = []
+        self._count = 0  # files in the batch being filled
         self._new_dirs: list[tuple[int, int]] = []  # (id, dup'ed fd) to send
         self._closed_dirs: list[int] = []
         self._dirs: dict[bytes, int] = {}  # parent's directory key -> worker's id
@@ -149,23 +150,25 @@ class FileWorker:
     def _died(self) -> WorkerFailure:
         return WorkerFailure(None, 0, "the layer file worker process exited unexpectedly")
 
-    def add(self, dir_key: bytes, dir_fd: int, name: bytes, data: Any, flags_mode: int, uid: int, gid: int,
-            atime_ns: int, mtime_ns: int, tag: Any) -> None:
+    def add(self, dir_key: bytes, dir_fd: int, name: bytes, data: Any, size: int, flags_mode: int, uid: int,
+            gid: int, atime_ns: int, mtime_ns: int, tag: Any) -> None:
         """Queue one file: create ``name`` (one component) in the directory ``dir_fd`` (the parent's fd for
-        ``dir_key``; the worker gets its own copy) with this data and metadata. ``flags_mode`` is the mode's
-        permission bits ORed with F_CHOWN / F_CHMOD."""
+        ``dir_key``; the worker gets its own copy) with ``size`` bytes of ``data`` and this metadata.
+        ``flags_mode`` is the mode's permission bits ORed with F_CHOWN / F_CHMOD. Call only after :meth:`room`."""
         did = self._dirs.get(dir_key)
         if did is None:
             did = self._add_dir(dir_key, dir_fd)
-        size = len(data)
+        pos = self._pos
         if size:
-            pos = self._slot + self._pos
-            self._view[pos:pos + size] = data
-            self._pos += size
+            start = self._slot + pos
+            self._view[start:start + size] = data
+            pos += size
+            self._pos = pos
         self._recs.append(P.REC.pack(did, len(name), size, flags_mode, uid, gid, atime_ns, mtime_ns))
         self._names.append(name)
         self._tags.append(tag)
-        if len(self._tags) >= BATCH or self._pos >= P.BATCH_BYTES:
+        self._count += 1
+        if self._count >= BATCH or pos >= P.BATCH_BYTES:
             self._full = True
             if len(self._flight) < AHEAD:
                 self.flush()
@@ -196,6 +199,7 @@ class FileWorker:
         new, self._new_dirs = self._new_dirs, []
         closed, self._closed_dirs = self._closed_dirs, []
         tags, self._tags = self._tags, []
+        self._count = 0
         recs, self._recs = self._recs, []
         names, self._names = self._names, []
         head = P.HEAD.pack(self._batch_no, len(tags), len(new), len(closed))
@@ -268,6 +272,7 @@ class FileWorker:
             os.close(fd)
         self._new_dirs = []
         self._tags = []
+        self._count = 0
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
