@@ -58,7 +58,6 @@ class TarStream(Window):
         self._chunk = chunk
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)  # to the consumer
         self._tq: queue.Queue[Any] = queue.Queue(maxsize=depth)  # to the tar hasher
-        self._tar_hasher: threading.Thread | None = None
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # buffers the consumer gave back
         self._buffers = 2 * depth + 3  # queued + the consumer's + the one being hashed + the one being filled
         self._held: bytearray | None = None  # the buffer behind self.buf
@@ -80,6 +79,10 @@ class TarStream(Window):
         if hash_raw:
             self._hasher = threading.Thread(target=self._hash_work, name="matou-layer-hash", daemon=True)
             self._hasher.start()
+        self._hash_tar = True  # set by the decompress thread before its first chunk: False for a plain stream
+        # whose blob digest is taken anyway (it is the diff id); then the tar hasher only passes chunks on
+        self._tar_hasher = threading.Thread(target=self._tar_work, name="matou-layer-diffid", daemon=True)
+        self._tar_hasher.start()
         self._thread = threading.Thread(target=self._work, name="matou-layer-decompress", daemon=True)
         self._thread.start()
 
@@ -116,17 +119,14 @@ class TarStream(Window):
                 continue
 
     def _work(self) -> None:
-        """Read, sniff and decompress into recycled buffers; hand them to the tar hasher (or straight on)."""
-        out = self._q
+        """Read, sniff and decompress into recycled buffers; hand them to the tar hasher."""
+        out = self._tq
         try:
             src = compression.SourceReader(
                 self._raw, sink=(lambda data: self._put(self._hq_raw, data)) if self._hash_raw else None)
             self.kind = compression.detect(src.head(4))
             plain = self.kind == "plain"
-            if not plain or not self._hash_raw:  # a plain stream's diff id is its raw digest
-                out = self._tq
-                self._tar_hasher = threading.Thread(target=self._tar_work, name="matou-layer-diffid", daemon=True)
-                self._tar_hasher.start()
+            self._hash_tar = not plain or not self._hash_raw  # a plain stream's diff id is its raw digest
             readinto = compression.reader_into(src, self.kind)
             total = 0
             limit = self._max_size
@@ -148,11 +148,7 @@ class TarStream(Window):
             self.size = total
             if self._hash_raw:
                 self.raw_digest = "sha256:" + self._raw_hash.hexdigest()
-            if out is self._q:
-                self.diff_id = self.raw_digest  # type: ignore[assignment]
-                self._put(out, _EOF)
-            else:
-                self._put(out, _DONE)  # the tar hasher finishes the diff id, then ends the stream
+            self._put(out, _DONE)  # the tar hasher finishes the diff id, then ends the stream
         except _Stop:
             return
         except BaseException as e:  # handed to the consumer, which re-raises it in its own thread
@@ -171,16 +167,21 @@ class TarStream(Window):
                 try:
                     item = self._tq.get(timeout=0.2)
                 except queue.Empty:
-                    if self._stop.is_set():
-                        return
+                    item = None
+                if self._stop.is_set():
+                    return
+                if item is None:
                     continue
                 if item is _DONE:
-                    self.diff_id = "sha256:" + self._tar_hash.hexdigest()
-                    if self.raw_digest == "":
-                        self.raw_digest = self.diff_id if self.kind == "plain" else None
+                    if self._hash_tar:
+                        self.diff_id = "sha256:" + self._tar_hash.hexdigest()
+                        if self.raw_digest == "":
+                            self.raw_digest = self.diff_id if self.kind == "plain" else None
+                    else:
+                        self.diff_id = self.raw_digest  # type: ignore[assignment]
                     self._put(self._q, _EOF)
                     return
-                if not isinstance(item, BaseException):
+                if self._hash_tar and not isinstance(item, BaseException):
                     update(item[0])
                 self._put(self._q, item)
                 if isinstance(item, BaseException):
@@ -295,15 +296,22 @@ class TarStream(Window):
                     "decompression bomb")
         return left
 
+    @staticmethod
+    def _drain(q: queue.Queue[Any]) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+
     def close(self) -> None:
         """Stop the worker (if still running) and wait for it; safe to call twice."""
         self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                self._thread.join(0.05)
-        if self._tar_hasher is not None:
-            self._tar_hasher.join()
+        while self._thread.is_alive():  # unblock its put into a full queue; it then sees the stop flag
+            self._drain(self._tq)
+            self._thread.join(0.01)
+        with contextlib.suppress(queue.Full):
+            self._tq.put_nowait(_EOF)  # wake the tar hasher if it waits for a chunk
+        while self._tar_hasher.is_alive():
+            self._drain(self._q)
+            self._tar_hasher.join(0.01)
         if self._hasher is not None:
             self._hasher.join()
