@@ -63,9 +63,10 @@ class WorkerFailure(Exception):
 class FileWorker:
     """Parent side: batches small files, sends them to the worker process, tracks what is still in flight.
 
-    Lifecycle: :meth:`spawn` (returns at once; the child starts in the background), :meth:`ready` (poll until the
-    child answered), :meth:`add` per file, :meth:`sync` (wait until everything added exists), then :meth:`finish`
-    (raises the first failure) or :meth:`abort` (kills the child and waits: nothing is written after it returns).
+    Lifecycle: :meth:`spawn` (returns at once; the child starts in the background), then per file :meth:`room`
+    (never blocks: False until the child is up and whenever it lags) and, if True, :meth:`add`; :meth:`sync`
+    waits until everything added exists; :meth:`finish` (raises the first failure) or :meth:`abort` end it, and
+    once they return the child writes nothing more.
     """
 
     def __init__(self, sock: socket.socket, proc: Any, shm: mmap.mmap) -> None:
@@ -100,7 +101,12 @@ class FileWorker:
             mfd = os.memfd_create("matou-layer-files", os.MFD_CLOEXEC)
         except (AttributeError, OSError):
             return None
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        shm: mmap.mmap | None = None
+        try:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            os.close(mfd)
+            return None
         try:
             os.ftruncate(mfd, P.SLOTS * P.SLOT)
             shm = mmap.mmap(mfd, P.SLOTS * P.SLOT)
@@ -110,6 +116,8 @@ class FileWorker:
                 start_new_session=True)  # a terminal's ^C goes to the daemon, which then stops the worker
         except OSError:
             parent.close()
+            if shm is not None:
+                shm.close()
             return None
         finally:
             child.close()
