@@ -313,3 +313,49 @@ def test_other_runtimes(daemon: Daemon, busybox: str, runtime: str) -> None:
         pytest.skip("crun refuses hybrid cgroup layouts on this machine")
     assert r.returncode == 7, r.stderr
     assert r.stdout == b"via\n"
+
+
+def test_detach_keys_leave_the_container_running(daemon: Daemon, busybox: str) -> None:
+    if not shutil.which("tmux"):
+        pytest.skip("tmux missing")
+    sess = f"matou-d{os.getpid()}"
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
+    cmd = f"env MATOU_HOST={daemon.host} PYTHONPATH={src} {os.sys.executable} -m matou run -it --name detach-t {busybox} sh"
+    subprocess.run(["tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30", cmd], check=True)
+    try:
+        deadline = time.monotonic() + 15
+        while "/ #" not in subprocess.run(["tmux", "capture-pane", "-t", sess, "-p"], capture_output=True,
+                                          text=True).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        subprocess.run(["tmux", "send-keys", "-t", sess, "C-p", "C-q"], check=True)
+        deadline = time.monotonic() + 15
+        while subprocess.run(["tmux", "has-session", "-t", sess], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the client did not detach"
+            time.sleep(0.1)
+        assert daemon.out("inspect", "--format", "{{.State.Running}}", "detach-t").strip() == "true"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", sess], capture_output=True)
+        daemon.cli("rm", "-f", "detach-t", check=False)
+
+
+def test_restart_policy_after_daemon_restart(fresh_daemon: Daemon) -> None:
+    d = fresh_daemon
+    d.cli("image", "bootstrap", "busybox")
+    # exits by itself after a moment: "always" restarts it (docker kill/stop would count as a manual stop)
+    d.cli("run", "-d", "--name", "always-t", "--restart", "always", "busybox", "sh", "-c", "sleep 1; exit 2")
+    d.cli("run", "-d", "--name", "stopped-t", "--restart", "unless-stopped", "busybox", "sleep", "1000")
+    d.cli("stop", "-t", "0", "stopped-t")
+    deadline = time.monotonic() + 30
+    while int(d.out("inspect", "--format", "{{.RestartCount}}", "always-t").strip()) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    d.kill()  # the daemon dies; the policy is applied again when it comes back
+    time.sleep(1.5)  # always-t exits meanwhile
+    d.start()
+    deadline = time.monotonic() + 30
+    before = int(d.out("inspect", "--format", "{{.RestartCount}}", "always-t").strip())
+    while int(d.out("inspect", "--format", "{{.RestartCount}}", "always-t").strip()) <= before:
+        assert time.monotonic() < deadline, "always-t was not restarted after the daemon restart"
+        time.sleep(0.1)
+    assert d.out("inspect", "--format", "{{.State.Running}}", "stopped-t").strip() == "false"

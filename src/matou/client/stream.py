@@ -61,8 +61,9 @@ def terminal_size(fd: int = 1) -> tuple[int, int] | None:
 
 
 def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None] | None = None,
-         out: Any = None, err: Any = None) -> None:
-    """Copy the hijacked stream to stdout/stderr and stdin to the stream, until the server closes it."""
+         out: Any = None, err: Any = None, detach_keys: bytes | None = None) -> bool:
+    """Copy the hijacked stream to stdout/stderr and stdin to the stream, until the server closes it.
+    Returns True when the user typed the detach keys (the container keeps running), as docker's CLI does."""
     import select
 
     out = out or os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
@@ -87,6 +88,7 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
         signal.signal(signal.SIGWINCH, lambda *_: None)
     in_fd = sys.stdin.fileno() if stdin else -1
     stdin_open = stdin
+    matched = 0
     try:
         while True:
             fds = [sock.fileno()]
@@ -101,6 +103,15 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
                     on_resize()
             if stdin_open and in_fd in r:
                 data = os.read(in_fd, 65536)
+                if data and detach_keys:
+                    for b in data:
+                        matched = matched + 1 if b == detach_keys[matched] else (1 if b == detach_keys[0] else 0)
+                        if matched == len(detach_keys):
+                            try:
+                                sock.sendall(data)  # the daemon sees the keys too and ends the stream
+                            except OSError:
+                                pass
+                            return True
                 if not data:
                     stdin_open = False
                     try:
@@ -132,3 +143,4 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
             os.close(rfd)
             os.close(wfd)
         resp.close()
+    return False

@@ -183,7 +183,8 @@ def run(ctx: Ctx, argv: list[str]) -> int:
                 pass
         return code
     tracer.step("start (mount, spec, monitor, exec)")
-    rc = _stream(ctx, cid, resp, tty=tty, stdin=stdin, resize=lambda h, w: api.container_resize(cid, h, w))
+    rc = _stream(ctx, cid, resp, tty=tty, stdin=stdin, resize=lambda h, w: api.container_resize(cid, h, w),
+                 detach_keys=opts["detach_keys"])
     tracer.step("stream until exit")
     if rc == "detached":
         waiter.close()
@@ -199,8 +200,12 @@ def run(ctx: Ctx, argv: list[str]) -> int:
     return int(res.get("StatusCode", 0))
 
 
-def _stream(ctx: Ctx, cid: str, resp: Any, *, tty: bool, stdin: bool, resize: Any) -> str:
+def _stream(ctx: Ctx, cid: str, resp: Any, *, tty: bool, stdin: bool, resize: Any,
+            detach_keys: str | None = None) -> str:
     from matou.client.stream import RawTerminal, pump, terminal_size
+    from matou.util.detachkeys import parse
+
+    keys = parse(detach_keys) if stdin else None
 
     def do_resize() -> None:
         sz = terminal_size(sys.stdout.fileno() if sys.stdout.isatty() else 0)
@@ -214,10 +219,10 @@ def _stream(ctx: Ctx, cid: str, resp: Any, *, tty: bool, stdin: bool, resize: An
     sys.stdout.flush()
     if tty and stdin and sys.stdin.isatty():
         with RawTerminal(sys.stdin.fileno()):
-            pump(resp, tty=tty, stdin=stdin, on_resize=on_resize)
+            detached = pump(resp, tty=tty, stdin=stdin, on_resize=on_resize, detach_keys=keys)
     else:
-        pump(resp, tty=tty, stdin=stdin, on_resize=on_resize)
-    return "done"
+        detached = pump(resp, tty=tty, stdin=stdin, on_resize=on_resize, detach_keys=keys)
+    return "detached" if detached else "done"
 
 
 def create(ctx: Ctx, argv: list[str]) -> int:
@@ -498,7 +503,10 @@ def attach(ctx: Ctx, argv: list[str]) -> int:
         return fail("the input device is not a TTY")
     resp = api.container_attach(info["Id"], {"stream": 1, "stdin": 1 if stdin else None, "stdout": 1, "stderr": 1,
                                              "detachKeys": opts["detach_keys"]})
-    _stream(ctx, info["Id"], resp, tty=tty, stdin=stdin, resize=lambda h, w: api.container_resize(info["Id"], h, w))
+    if _stream(ctx, info["Id"], resp, tty=tty, stdin=stdin,
+               resize=lambda h, w: api.container_resize(info["Id"], h, w),
+               detach_keys=opts["detach_keys"]) == "detached":
+        return 0
     after = api.container_inspect(info["Id"])
     if after["State"]["Running"]:
         return 0

@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from matou.util.detachkeys import parse as parse_detach_keys  # noqa: F401 (re-exported)
+
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
@@ -153,29 +155,3 @@ async def _drain_body(request: web.Request) -> bytes:
         return await asyncio.wait_for(request.content.read(), 0.05)
     except TimeoutError:
         return b""
-
-
-def parse_detach_keys(spec: str | None) -> bytes | None:
-    """Docker's --detach-keys: "ctrl-p,ctrl-q" (default), "ctrl-a,x", "" disables."""
-    if spec is None:
-        spec = "ctrl-p,ctrl-q"
-    if spec == "":
-        return None
-    out = bytearray()
-    for part in spec.split(","):
-        p = part.strip()
-        if len(p) == 1:
-            out.append(ord(p))
-        elif p.lower().startswith("ctrl-") and len(p) == 6:
-            ch = p[5]
-            if ch == "@":
-                out.append(0)
-            elif ch.isalpha():
-                out.append(ord(ch.lower()) - ord("a") + 1)
-            elif ch in "[\\]^_":
-                out.append(ord(ch) - 64)
-            else:
-                raise ValueError(f"Unknown character: '{p}'")
-        else:
-            raise ValueError(f"Unknown character: '{p}'")
-    return bytes(out)
