@@ -56,35 +56,17 @@ class ContainerBackend:
         body = {"Image": spec.image_id, "Cmd": spec.argv, "Entrypoint": [], "Env": spec.env,
                 "WorkingDir": spec.workdir, "User": spec.user, "Labels": {}, "AttachStdout": True,
                 "AttachStderr": True, "Healthcheck": {"Test": ["NONE"]}, "HostConfig": hc}
-        announced = False
-
-        async def announce() -> None:
-            nonlocal announced
-            if announced or on_created is None:
-                return
-            announced = True
-            with contextlib.suppress(NotFound):
-                await on_created(containers.get(name).id)
-
-        async def out(stream: int, data: bytes) -> None:
-            if not announced:
-                await announce()
-            r = on_output(stream, data)
-            if asyncio.iscoroutine(r):
-                await r
-
         try:
-            cid, code = await containers.run_attached(body, out, name=name, remove=False)
+            cid, code = await containers.run_attached(body, on_output, name=name, remove=False,
+                                                      on_created=on_created)
         except MatouError as e:
             code = getattr(e, "exit_code", None) or getattr(e, "code", None)
             if isinstance(code, int) and code in (126, 127):
-                await announce()
                 r = on_output(2, (e.message + "\n").encode())
                 if asyncio.iscoroutine(r):
                     await r
                 return RunResult("", code, "")
             raise
-        await announce()
         return RunResult(cid, int(code if code is not None else 255), f"container-{cid}")
 
     async def remove(self, container_id: str) -> None:

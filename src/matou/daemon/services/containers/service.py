@@ -1035,14 +1035,19 @@ class ContainersService:
 
     # ------------------------------------------------------------------ internal callers (builder)
     async def run_attached(self, body: dict[str, Any], on_output: Any, *, name: str | None = None,
-                           remove: bool = True, keep: Any = None) -> tuple[str, int]:
+                           remove: bool = True, keep: Any = None, on_created: Any = None) -> tuple[str, int]:
         """Create, start and wait for a container, streaming its output to ``on_output(stream, data)``
         (1 stdout, 2 stderr; may be a coroutine function). Returns (container id, exit code). With
-        ``remove`` the container goes afterwards unless ``keep(exit_code)`` says otherwise."""
+        ``remove`` the container goes afterwards unless ``keep(exit_code)`` says otherwise.
+        ``on_created(container_id)`` (may be a coroutine function) runs once the container exists."""
         from matou.monitor import protocol as P
 
         created = await self.create(body, name)
         cid = created["Id"]
+        if on_created is not None:
+            r = on_created(cid)
+            if asyncio.iscoroutine(r):
+                await r
         attach_task: asyncio.Task[None] | None = None
 
         async def pump() -> None:
