@@ -28,11 +28,12 @@ import sys
 import tempfile
 import time
 
+from common import hugetlb_v1, unmount_under  # noqa: E402 (bench/ is on sys.path when run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 if not os.path.exists(PY):
     PY = sys.executable
-HUGETLB = "/sys/fs/cgroup/hugetlb"
 
 DOCKERFILE = """\
 FROM busybox
@@ -65,35 +66,6 @@ def make_context(path: str) -> None:
             f.write(f"small file {i}\n" * (i % 7 + 1))
     with open(os.path.join(path, "Dockerfile"), "w") as f:
         f.write(DOCKERFILE)
-
-
-@contextlib.contextmanager
-def hugetlb_v1():  # type: ignore[no-untyped-def]
-    if os.path.ismount(HUGETLB) or shutil.which("crun") is None:
-        yield
-        return
-    made = not os.path.exists(HUGETLB)
-    if made:
-        os.mkdir(HUGETLB)
-    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", HUGETLB], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", HUGETLB], check=False)
-        if made:
-            with contextlib.suppress(OSError):
-                os.rmdir(HUGETLB)
-
-
-def unmount_under(prefix: str) -> None:
-    for _ in range(5):
-        with open("/proc/self/mountinfo") as f:
-            mps = [line.split()[4] for line in f]
-        mine = [m for m in mps if m == prefix or m.startswith(prefix.rstrip("/") + "/")]
-        if not mine:
-            return
-        for m in sorted(mine, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
 
 
 class Matou:

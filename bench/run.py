@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from common import hugetlb_v1, unmount_under  # noqa: E402 (bench/ is on sys.path when run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 PY = sys.executable
@@ -99,10 +101,7 @@ class Matoud:
             self.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(20)
-        subprocess.run(["umount", "-R", "-l", self.root], capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            for mp in sorted({ln.split()[4] for ln in f if self.root in ln}, key=len, reverse=True):
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+        unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -118,14 +117,10 @@ class Podman:
         self.env = {**os.environ, "CONTAINERS_CONF": conf}
         self.base = ["podman", "--root", f"{self.root}/s", "--runroot", f"{self.root}/r", "--storage-driver",
                      "overlay"]
-        self.hugetlb_mounted = False
+        self._stack = contextlib.ExitStack()
 
     def setup(self) -> None:
-        if os.path.isdir("/sys/fs/cgroup/unified") and not os.path.ismount("/sys/fs/cgroup/hugetlb"):
-            os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
-            if subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", "/sys/fs/cgroup/hugetlb"],
-                              capture_output=True).returncode == 0:
-                self.hugetlb_mounted = True
+        self._stack.enter_context(hugetlb_v1())
 
     def cmd(self, *args: str) -> list[str]:
         return self.base + list(args)
@@ -133,14 +128,7 @@ class Podman:
     def teardown(self) -> None:
         subprocess.run(self.cmd("rm", "-af", "-t", "0"), capture_output=True, env=self.env)
         subprocess.run(self.cmd("system", "reset", "-f"), capture_output=True, env=self.env)
-        if self.hugetlb_mounted:
-            for d in sorted((os.path.join(dp) for dp, _dn, _fn in os.walk("/sys/fs/cgroup/hugetlb")),
-                            key=len, reverse=True)[:-1]:
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
-            subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"], capture_output=True)
-            with contextlib.suppress(OSError):
-                os.rmdir("/sys/fs/cgroup/hugetlb")
+        self._stack.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -177,9 +165,7 @@ class Dockerd:
                 self.proc.wait(30)
         subprocess.run(["iptables", "-P", "FORWARD", "ACCEPT"], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            for mp in sorted({ln.split()[4] for ln in f if self.root in ln}, key=len, reverse=True):
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+        unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

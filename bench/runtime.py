@@ -25,12 +25,13 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
+from common import hugetlb_v1  # noqa: E402
+
 from matou.runtime.builtin import BuiltinRuntime  # noqa: E402
 from matou.runtime.linux import cgroups  # noqa: E402
 from matou.runtime.spec import Resources, default_spec  # noqa: E402
 
 _libc = ctypes.CDLL(None, use_errno=True)
-HUGETLB = "/sys/fs/cgroup/hugetlb"
 
 
 def make_rootfs(path: str) -> None:
@@ -40,24 +41,6 @@ def make_rootfs(path: str) -> None:
         os.symlink("busybox", os.path.join(path, "bin", name))
     for d in ("proc", "sys", "dev", "etc", "tmp"):
         os.makedirs(os.path.join(path, d))
-
-
-@contextlib.contextmanager
-def hugetlb_v1():
-    if os.path.ismount(HUGETLB) or shutil.which("crun") is None:
-        yield
-        return
-    made = not os.path.exists(HUGETLB)
-    if made:
-        os.mkdir(HUGETLB)
-    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", HUGETLB], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", HUGETLB], check=False)
-        if made:
-            with contextlib.suppress(OSError):
-                os.rmdir(HUGETLB)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from matou.util.units import human_duration
+from matou.util.units import bytes_size, human_duration, human_size  # noqa: F401 (re-exported)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,26 +33,6 @@ def _sub_tokens(tpl: str, fn: Callable[[str], str]) -> str:
             expr = expr[:-1].strip()
         out.append(fn(expr))
         i = k + 2
-
-
-def human_size(size: float, precision: int = 3) -> str:
-    """docker/go-units HumanSizeWithPrecision: decimal units, %.*g."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000.0 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.{precision}g}{units[i]}"
-
-
-def bytes_size(size: float) -> str:
-    """go-units BytesSize: binary units (memory)."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while size >= 1024.0 and i < len(units) - 1:
-        size /= 1024.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
 
 
 def ago(ts: float) -> str:

@@ -12,17 +12,14 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from matou.util.units import human_size as _human_size
+
 ESC = "\x1b["
 
 
 def human_size(n: float) -> str:
     """go-units HumanSize: decimal units, 4 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000.0 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
+    return _human_size(n, 4)
 
 
 def progress_text(detail: dict[str, Any], width: int) -> str:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from matou.util.units import human_size as _human_size
+
 Sink = Callable[[dict[str, Any]], None]
 _INTERVAL = 0.1
 
@@ -23,12 +25,7 @@ def short_id(digest: str) -> str:
 
 def human_size(n: float) -> str:
     """go-units HumanSize: decimal units, 4 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000.0 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
+    return _human_size(n, 4)
 
 
 def bar_text(current: int, total: int) -> str:

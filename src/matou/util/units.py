@@ -29,3 +29,23 @@ def human_duration(seconds: float) -> str:
     if h < 24 * 365 * 2:
         return f"{h // 24 // 30} months"
     return f"{h // 24 // 365} years"
+
+
+def human_size(size: float, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision: decimal units, ``%.*g`` (docker's images/ps use 3, progress 4)."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    i = 0
+    while size >= 1000.0 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.{precision}g}{units[i]}"
+
+
+def bytes_size(size: float) -> str:
+    """go-units BytesSize: binary units (memory)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while size >= 1024.0 and i < len(units) - 1:
+        size /= 1024.0
+        i += 1
+    return f"{size:.4g}{units[i]}"

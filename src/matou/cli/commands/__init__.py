@@ -32,3 +32,29 @@ def parse_or_exit(argv: list[str], flags: list[Flag], usage: str, description: s
                          f"Usage:  {usage}\n\n{description}\n")
         raise SystemExit(1)
     return opts, pos
+
+
+def filter_map(items: list[str]) -> dict[str, list[str]]:
+    """Repeated ``--filter key=value`` flags -> Docker's filters map."""
+    out: dict[str, list[str]] = {}
+    for it in items:
+        k, _, v = it.partition("=")
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def filters_json(items: list[str] | dict[str, list[str]]) -> str | None:
+    """The ``filters`` query parameter (None when empty)."""
+    from matou.util import fastjson
+
+    f = items if isinstance(items, dict) else filter_map(items)
+    return fastjson.dumps(f) if f else None
+
+
+def key_values(items: list[str]) -> dict[str, str]:
+    """Repeated ``--label k=v`` / ``--opt k=v`` flags -> a dict (the last one wins)."""
+    out: dict[str, str] = {}
+    for it in items:
+        k, _, v = it.partition("=")
+        out[k] = v
+    return out

@@ -552,12 +552,10 @@ def _prune(ctx: Ctx, argv: list[str]) -> int:
         ctx.out.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
-    filters: dict[str, list[str]] = {}
-    for f in opts["filter"]:
-        k, _, v = f.partition("=")
-        filters.setdefault(k, []).append(v)
+    from matou.cli.commands import filters_json
+
     res = ctx.client.post_json("/build/prune", {"all": "1" if opts["all"] else None,
-                                                "filters": json.dumps(filters) if filters else None})
+                                                "filters": filters_json(opts["filter"])})
     deleted = (res or {}).get("CachesDeleted") or []
     if deleted:
         ctx.out.write("Deleted build cache objects:\n" + "".join(f"{d}\n" for d in deleted) + "\n")

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from matou.cli.commands import filters_json as _filters
 from matou.cli.commands import parse_or_exit
 from matou.cli.context import Ctx
 from matou.cli.flags import UsageError, flag
@@ -31,14 +32,6 @@ def _exit_code_for(message: str) -> int:
     if "permission denied" in low or "not executable" in low or "exec format error" in low:
         return 126
     return 125
-
-
-def _filters(items: list[str]) -> str | None:
-    f: dict[str, list[str]] = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        f.setdefault(k, []).append(v)
-    return json.dumps(f) if f else None
 
 
 # ---------------------------------------------------------------------------- run / create

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from matou.cli.commands import filters_json as _filters
 from matou.cli.commands import parse_or_exit
 from matou.cli.context import Ctx
 from matou.cli.flags import flag
 from matou.cli.output import ago, fail, format_rows, human_size
 from matou.client.http import APIError
-
-
-def _filters(items: list[str]) -> str | None:
-    f: dict[str, list[str]] = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        f.setdefault(k, []).append(v)
-    return json.dumps(f) if f else None
 
 
 def _short(id_: str, trunc: bool) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from matou.cli.commands import filters_json as _filters
+from matou.cli.commands import key_values as _kv
 from matou.cli.commands import parse_or_exit
 from matou.cli.context import Ctx
 from matou.cli.flags import flag
@@ -45,22 +46,6 @@ def network(ctx: Ctx, argv: list[str]) -> int:
     except APIError as e:
         sys.stderr.write(f"Error response from daemon: {e.message}\n")
         return 1
-
-
-def _kv(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        out[k] = v
-    return out
-
-
-def _filters(items: list[str]) -> str | None:
-    f: dict[str, list[str]] = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        f.setdefault(k, []).append(v)
-    return json.dumps(f) if f else None
 
 
 def create(ctx: Ctx, argv: list[str]) -> int:

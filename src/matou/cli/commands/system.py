@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from matou.cli.commands import parse_or_exit
+from matou.cli.commands import filter_map, filters_json, parse_or_exit
 from matou.cli.context import Ctx
 from matou.cli.flags import flag
 from matou.cli.output import format_rows, human_size, render, unescape
@@ -101,12 +101,7 @@ def events(ctx: Ctx, argv: list[str]) -> int:
         flag("--since", kind="str", help="Show all events created since timestamp"),
         flag("--until", kind="str", help="Stream events until this timestamp"),
     ], "matou events [OPTIONS]", "Get real time events from the server", max_args=0)
-    filters: dict[str, list[str]] = {}
-    for f in opts["filter"]:
-        k, _, v = f.partition("=")
-        filters.setdefault(k, []).append(v)
-    r = ctx.api().events({"since": opts["since"], "until": opts["until"],
-                          "filters": json.dumps(filters) if filters else None})
+    r = ctx.api().events({"since": opts["since"], "until": opts["until"], "filters": filters_json(opts["filter"])})
     try:
         for ev in r.iter_json():
             if opts["format"]:
@@ -196,10 +191,7 @@ def prune(ctx: Ctx, argv: list[str]) -> int:
         ctx.out.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
-    filters: dict[str, list[str]] = {}
-    for f in opts["filter"]:
-        k, _, v = f.partition("=")
-        filters.setdefault(k, []).append(v)
+    filters = filter_map(opts["filter"])
     api = ctx.api()
     total = 0
     c = api.c

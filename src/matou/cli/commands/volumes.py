@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from matou.cli.commands import parse_or_exit
+from matou.cli.commands import filter_map, filters_json, parse_or_exit
+from matou.cli.commands import key_values as _kv
 from matou.cli.context import Ctx
 from matou.cli.flags import flag
 from matou.cli.output import fail, format_rows, human_size
@@ -21,14 +21,6 @@ def volume(ctx: Ctx, argv: list[str]) -> int:
                       "  prune       Remove unused local volumes\n  rm          Remove one or more volumes\n")
         return 0 if not sub else 1
     return fn(ctx, rest)
-
-
-def _kv(items: list[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        out[k] = v
-    return out
 
 
 def create(ctx: Ctx, argv: list[str]) -> int:
@@ -51,11 +43,7 @@ def ls(ctx: Ctx, argv: list[str]) -> int:
         flag("--format", kind="str", help="Format output using a custom template"),
         flag("-q", "--quiet", help="Only display volume names"),
     ], "matou volume ls [OPTIONS]", "List volumes", max_args=0, cmd="volume ls")
-    f: dict[str, list[str]] = {}
-    for it in opts["filter"]:
-        k, _, v = it.partition("=")
-        f.setdefault(k, []).append(v)
-    r = ctx.api().volumes(json.dumps(f) if f else None)
+    r = ctx.api().volumes(filters_json(opts["filter"]))
     rows = [{"Driver": v["Driver"], "Name": v["Name"], "Mountpoint": v["Mountpoint"], "Scope": v.get("Scope", "local"),
              "Labels": ",".join(f"{k}={x}" for k, x in (v.get("Labels") or {}).items()), "Size": "N/A"}
             for v in r.get("Volumes") or []]
@@ -102,13 +90,10 @@ def prune(ctx: Ctx, argv: list[str]) -> int:
         ctx.out.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
-    f: dict[str, list[str]] = {}
-    for it in opts["filter"]:
-        k, _, v = it.partition("=")
-        f.setdefault(k, []).append(v)
+    f = filter_map(opts["filter"])
     if opts["all"]:
         f["all"] = ["true"]
-    r = ctx.api().volumes_prune(json.dumps(f) if f else None)
+    r = ctx.api().volumes_prune(filters_json(f))
     deleted = r.get("VolumesDeleted") or []
     if deleted:
         ctx.out.write("Deleted Volumes:\n" + "".join(f"{x}\n" for x in deleted) + "\n")

@@ -105,7 +105,8 @@ def _stat_header(info: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(info).encode()).decode()
 
 
-async def head(request: web.Request) -> web.StreamResponse:
+async def _stat_request(request: web.Request) -> tuple[Any, Any, str, dict[str, Any]]:
+    """The container, the requested path and its stat (404 before any response is sent)."""
     s = services(request).containers
     c = s.get(request.match_info["id"])
     path = request.query.get("path")
@@ -116,24 +117,18 @@ async def head(request: web.Request) -> web.StreamResponse:
         with container_root(s, c) as root:
             return path_stat(c, root, path)[0]
 
-    info = await asyncio.to_thread(run)
+    return s, c, path, await asyncio.to_thread(run)
+
+
+async def head(request: web.Request) -> web.StreamResponse:
+    _s, _c, _path, info = await _stat_request(request)
     return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": _stat_header(info)})
 
 
 async def get(request: web.Request) -> web.StreamResponse:
     from matou.layers.diff import write_tree
 
-    s = services(request).containers
-    c = s.get(request.match_info["id"])
-    path = request.query.get("path")
-    if not path:
-        raise InvalidArgument("path is required")
-
-    def stat_only() -> dict[str, Any]:
-        with container_root(s, c) as root:
-            return path_stat(c, root, path)[0]
-
-    info = await asyncio.to_thread(stat_only)
+    s, c, path, info = await _stat_request(request)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-tar",
                                        "X-Docker-Container-Path-Stat": _stat_header(info)})
     resp.enable_chunked_encoding()
