@@ -4,8 +4,9 @@ One small, single-threaded process per running container, forked from the spawne
 killed daemon loses nothing, because the monitor keeps the pipes drained, the log written and the exit
 status recorded (``<state_dir>/exit.json``), and answers the restarted daemon on ``<state_dir>/monitor.sock``.
 
-Life: create the container (init stopped before exec) -> reply to the daemon -> wait for "start" (so attach
-streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
+Life: create the container (init stopped before exec; with the built-in runtime the reply goes out as soon as
+the init is cloned, and its setup overlaps the daemon's attach, "start" then checks that it got ready) -> reply
+to the daemon -> wait for "start" (so attach streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
 -> record the exit -> delete the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
 """
 
@@ -105,14 +106,16 @@ def make_runtime(cfg: MonitorConfig) -> Any:
     if cfg.runtime in ("matou", "builtin", ""):
         from matou.runtime.builtin import BuiltinRuntime
 
-        return BuiltinRuntime(cfg.runtime_root, cgroup_parent=cfg.cgroup_parent)
+        rt = BuiltinRuntime(cfg.runtime_root, cgroup_parent=cfg.cgroup_parent)
+        rt.warm()
+        return rt
     from matou.runtime.ocicli import OciCliRuntime
 
     return OciCliRuntime(cfg.runtime_binary or cfg.runtime, cfg.runtime_root)
 
 
 class Monitor:
-    def __init__(self, cfg: MonitorConfig, ctl: socket.socket) -> None:
+    def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.sel = selectors.DefaultSelector()
@@ -129,7 +132,8 @@ class Monitor:
         self.eof_mono = 0.0
         self.sessions: dict[int, ExecSession] = {}  # pid -> session
         self.exec_by_fd: dict[int, ExecSession] = {}
-        self.runtime = make_runtime(cfg)
+        self.runtime = runtime if runtime is not None else make_runtime(cfg)
+        self.launch: Any = None  # the built-in runtime's init, until start checks that it is ready
         self.log: LogWriter | None = None
         self.started = False
         self.sock_path = cfg.socket_path or os.path.join(cfg.state_dir, "monitor.sock")
@@ -215,7 +219,7 @@ class Monitor:
             data, fds, _flags, _addr = socket.recv_fds(a, 65536, 4)
         finally:
             a.close()
-            os.waitpid(pid, 0)
+        # the child's exit (tearing down its copied pages) takes ~1.4 ms: _reap collects it later
         msg = json.loads(data) if data else {"error": "container creation failed", "exit_code": 125}
         if "error" in msg:
             for fd in fds:
@@ -227,13 +231,19 @@ class Monitor:
 
     def _create(self) -> None:
         cid, bundle = self.cfg.id, self.cfg.bundle
+        deferred = hasattr(self.runtime, "launch")  # the built-in runtime: readiness is checked at start
         if self.cfg.tty:
             def work_tty() -> tuple[dict[str, Any], list[int]]:
+                if deferred:
+                    launch, master = self.runtime.launch_tty(cid, bundle)
+                    return {"pid": launch.pid}, [master, launch.ready_fd]
                 pid, master = self.runtime.create_tty(cid, bundle)
                 return {"pid": pid}, [master]
 
             msg, fds = self._in_child(work_tty)
             pid, master = int(msg["pid"]), fds[0]
+            if deferred:
+                self.launch = self._launch_record(pid, fds[1])
             _nonblock(master)
             self.master = master
             self.out_fds[master] = P.STDOUT
@@ -245,10 +255,18 @@ class Monitor:
                 in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+            def work() -> tuple[dict[str, Any], list[int]]:
+                if deferred:
+                    launch = self.runtime.launch(cid, bundle, stdio=(in_r, out_w, err_w))
+                    return {"pid": launch.pid}, [launch.ready_fd]
+                return {"pid": self.runtime.create(cid, bundle, stdio=(in_r, out_w, err_w))}, []
+
             try:
-                msg, _fds = self._in_child(
-                    lambda: ({"pid": self.runtime.create(cid, bundle, stdio=(in_r, out_w, err_w))}, []))
+                msg, fds = self._in_child(work)
                 pid = int(msg["pid"])
+                if deferred:
+                    self.launch = self._launch_record(pid, fds[0])
             except BaseException:
                 for fd in (out_r, err_r) + ((in_w,) if in_w is not None else ()):
                     os.close(fd)
@@ -266,6 +284,11 @@ class Monitor:
         self.init_pid = pid
         for fd in self.out_fds:
             self.sel.register(fd, selectors.EVENT_READ, ("out", None))
+
+    def _launch_record(self, pid: int, ready_fd: int) -> Any:
+        from matou.runtime.builtin import Launch
+
+        return Launch(self.cfg.id, pid, ready_fd)
 
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
@@ -537,6 +560,9 @@ class Monitor:
             self._send(c, P.line({"ok": True, "pid": self.init_pid}))
             return
         try:
+            if self.launch is not None:
+                launch, self.launch = self.launch, None
+                self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit
             self.runtime.start(self.cfg.id)
         except Exception as e:
             self._send(c, P.line({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)}))
@@ -688,5 +714,5 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
-def run_monitor(cfg: MonitorConfig, ctl: socket.socket) -> int:
-    return Monitor(cfg, ctl).run()
+def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None) -> int:
+    return Monitor(cfg, ctl, runtime).run()

@@ -19,8 +19,9 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
-from matou.monitor.monitor import MonitorConfig, run_monitor
+from matou.monitor.monitor import MonitorConfig, make_runtime, run_monitor
 
 PR_SET_PDEATHSIG = 1
 
@@ -47,7 +48,18 @@ def _read_request(conn: socket.socket) -> dict | None:
     return json.loads(buf.split(b"\n", 1)[0])
 
 
-def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> None:
+def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
+    """One warmed runtime object per (runtime, root, cgroup parent), made here before the fork: every monitor
+    then starts with the cgroup mounts and capability sets already looked up, in pages it shares with us."""
+    cfg = MonitorConfig.from_json(req)
+    key = (cfg.runtime, cfg.runtime_root, cfg.cgroup_parent)
+    rt = cache.get(key)
+    if rt is None:
+        rt = cache[key] = make_runtime(cfg)
+    return rt
+
+
+def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any) -> None:
     listener.close()
     os.setsid()  # its own session: signals to the daemon's process group never reach it
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -66,7 +78,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict) -> 
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn)
+        code = run_monitor(cfg, conn, runtime)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -111,6 +123,7 @@ def serve(path: str) -> None:
 
     gc.collect()
     gc.freeze()
+    runtimes: dict[tuple[str, str, str], Any] = {}
     while True:
         conn, _ = listener.accept()
         try:
@@ -121,9 +134,13 @@ def serve(path: str) -> None:
         if req is None:
             conn.close()
             continue
+        try:
+            runtime = _runtime_for(runtimes, req)
+        except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
+            runtime = None
         pid = os.fork()
         if pid == 0:
-            _become_monitor(listener, conn, req)
+            _become_monitor(listener, conn, req, runtime)
         conn.close()
 
 

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from matou.errors import Conflict, InvalidArgument, NotFound, SystemError_, Unsupported
@@ -69,6 +70,15 @@ def _connect_console(path: str) -> int:
     return s.detach()
 
 
+@dataclass(frozen=True)
+class Launch:
+    """An init that was cloned but may still be setting up; ``ready_fd`` reports how that went (see ready())."""
+
+    id: str
+    pid: int
+    ready_fd: int
+
+
 class BuiltinRuntime:
     """See api.Runtime for the life cycle."""
 
@@ -84,6 +94,10 @@ class BuiltinRuntime:
         self._available_caps = capmod.current_bounding()
         self._last_cap = capmod.last_cap()
         self._own_pidns = os.stat("/proc/self/ns/pid").st_ino
+
+    def warm(self) -> None:
+        """Look up what every create needs (cgroup mounts) now, in a process that forks creators later."""
+        self._hier()
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _dir(self, container_id: str) -> str:
@@ -114,26 +128,65 @@ class BuiltinRuntime:
                pid_file: str | None = None) -> int:
         sock = _connect_console(console_socket) if console_socket else None
         try:
-            return self._create(container_id, bundle, stdio, console_fd, sock, pid_file)
+            launch = self._launch(container_id, bundle, stdio, console_fd, sock, pid_file)
         finally:
             if sock is not None:
                 os.close(sock)
+        self.ready(launch, reap=True)
+        return launch.pid
 
     def create_tty(self, container_id: str, bundle: str, *, pid_file: str | None = None) -> tuple[int, int]:
+        launch, master = self.launch_tty(container_id, bundle, pid_file=pid_file)
+        try:
+            self.ready(launch, reap=True)
+        except BaseException:
+            os.close(master)
+            raise
+        return launch.pid, master
+
+    def launch(self, container_id: str, bundle: str, *, stdio: tuple[int, int, int] | None = None) -> Launch:
+        """create() without waiting for the init to finish its setup: the caller gets the pid at once and
+        checks ``ready()`` later (the monitor does so when asked to start), so the init's rootfs, masks and
+        seccomp setup overlap the round trips between daemon and monitor. The caller reaps the init and
+        deletes the container, also when ready() fails."""
+        return self._launch(container_id, bundle, stdio, None, None, None)
+
+    def launch_tty(self, container_id: str, bundle: str, *, pid_file: str | None = None) -> tuple[Launch, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid = self._create(container_id, bundle, None, None, theirs.fileno(), pid_file)
+            launch = self._launch(container_id, bundle, None, None, theirs.fileno(), pid_file)
             theirs.close()
             _msg, fds, _flags, _addr = socket.recv_fds(ours, 4096, 1)
             if not fds:
+                self.ready(launch, reap=True)  # raises the init's own error
                 raise SystemError_("the container did not send its terminal")
-            return pid, fds[0]
+            return launch, fds[0]
         finally:
             theirs.close()
             ours.close()
 
-    def _create(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
-                console_sock: int | None, pid_file: str | None) -> int:
+    def ready(self, launch: Launch, *, reap: bool = False) -> None:
+        """Wait until the launched init is ready to exec, or raise its error (ExecError for a missing or
+        non-executable program). On failure the runtime state goes; with ``reap`` the init is also reaped
+        here and the container deleted (callers with their own reaping loop pass False, collect the exit
+        status themselves and delete afterwards)."""
+        try:
+            msg = _read_all(launch.ready_fd)
+        finally:
+            os.close(launch.ready_fd)
+        try:
+            self._check_sync(msg, launch.pid, reap)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.kill(launch.pid, 9)
+            if reap:
+                _wait_child(launch.pid)
+                with contextlib.suppress(Exception):
+                    self.delete(launch.id, force=True)
+            raise
+
+    def _launch(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
+                console_sock: int | None, pid_file: str | None) -> Launch:
         check_id(cid)
         bundle = os.path.abspath(bundle)
         cfg = plan.load_config(bundle)
@@ -226,8 +279,6 @@ class BuiltinRuntime:
             finally:
                 os.close(cg_w)
                 opened.remove(cg_w)
-            msg = _read_all(r)
-            self._check_sync(msg, pid)
             st = ContainerState(
                 id=cid, pid=pid, start_time=(proc_stat(pid) or ("", 0))[1], bundle=bundle, rootfs=root,
                 created=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
@@ -238,7 +289,8 @@ class BuiltinRuntime:
             st.save(state_dir)
             if pid_file:
                 atomic_write(pid_file, str(pid).encode(), sync=False)
-            return pid
+            opened.remove(r)
+            return Launch(cid, pid, r)
         except BaseException:
             if pid > 0:
                 with contextlib.suppress(OSError):
@@ -282,14 +334,15 @@ class BuiltinRuntime:
                 os.close(own)
 
     @staticmethod
-    def _check_sync(msg: bytes, pid: int) -> None:
+    def _check_sync(msg: bytes, pid: int, reap: bool = True) -> None:
         try:
             reply = json.loads(msg.splitlines()[0]) if msg else {}
         except ValueError:
             reply = {"error": msg.decode(errors="replace")}
         if reply.get("ok"):
             return
-        _wait_child(pid)
+        if reap:
+            _wait_child(pid)
         if not reply:
             raise SystemError_("container init exited before it was ready")
         if reply.get("exec"):
