@@ -167,15 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             return int(registry_main(args[1:]) or 0)
         sys.stderr.write(f"matou: '{cmd}' is not a matou command.\nSee 'matou --help'\n")
         return 1
-    import importlib
-
     from matou.cli.context import Ctx
     from matou.client.http import APIError, ConnectError
 
     ctx = Ctx(host=host, debug=debug)
     try:
         try:
-            mod = importlib.import_module(entry[0])
+            # __import__ rather than importlib.import_module: importlib drags in warnings (~1 ms of start-up)
+            mod = __import__(entry[0], fromlist=["_"])
         except ModuleNotFoundError as e:
             if e.name != entry[0]:
                 raise
@@ -194,5 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def run() -> None:
+    """The installed command: main(), then leave without the interpreter's teardown. Finalizing modules and
+    objects costs ~2.5 ms on every command and does nothing a finished command needs (files are closed by
+    ``with``, the CLI registers no atexit hooks); only the standard streams need flushing."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    import posix
+
+    posix._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

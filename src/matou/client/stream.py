@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix  # os.py re-exports these; importing it costs ~2 ms of CLI start-up
 import sys
 
 from matou.client.http import Response
@@ -54,7 +54,7 @@ class RawTerminal:
 
 def terminal_size(fd: int = 1) -> tuple[int, int] | None:
     try:
-        sz = os.get_terminal_size(fd)
+        sz = posix.get_terminal_size(fd)
         return sz.lines, sz.columns
     except OSError:
         return None
@@ -66,8 +66,8 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
     Returns True when the user typed the detach keys (the container keeps running), as docker's CLI does."""
     import select
 
-    out = out or os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
-    err = err or os.fdopen(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
+    out = out or open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+    err = err or open(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
     sock = resp.sock
     sock.setblocking(True)
     buf = bytearray(resp._buf)  # noqa: SLF001 - bytes read past the response head
@@ -82,8 +82,8 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
     if on_resize is not None:
         import signal
 
-        rfd, wfd = os.pipe()
-        os.set_blocking(wfd, False)
+        rfd, wfd = posix.pipe()
+        posix.set_blocking(wfd, False)
         signal.set_wakeup_fd(wfd)
         signal.signal(signal.SIGWINCH, lambda *_: None)
     in_fd = sys.stdin.fileno() if stdin else -1
@@ -98,11 +98,11 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
                 fds.append(rfd)
             r, _, _ = select.select(fds, [], [])
             if rfd in r:
-                os.read(rfd, 512)
+                posix.read(rfd, 512)
                 if on_resize:
                     on_resize()
             if stdin_open and in_fd in r:
-                data = os.read(in_fd, 65536)
+                data = posix.read(in_fd, 65536)
                 if data and detach_keys:
                     for b in data:
                         matched = matched + 1 if b == detach_keys[matched] else (1 if b == detach_keys[0] else 0)
@@ -140,7 +140,7 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
             import signal
 
             signal.set_wakeup_fd(-1)
-            os.close(rfd)
-            os.close(wfd)
+            posix.close(rfd)
+            posix.close(wfd)
         resp.close()
     return False

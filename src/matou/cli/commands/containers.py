@@ -3,7 +3,6 @@ unpause, rename, cp, diff, commit, export, stats, port, update, container ..."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -449,8 +448,8 @@ def logs(ctx: Ctx, argv: list[str]) -> int:
                                         "since": since, "until": until})
     from matou.client.stream import demux
 
-    out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
-    err = os.fdopen(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
+    out = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+    err = open(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
     buf = bytearray()
     tty = bool(info["Config"]["Tty"])
     try:
@@ -628,7 +627,7 @@ def export(ctx: Ctx, argv: list[str]) -> int:
     if not opts["output"] and sys.stdout.isatty():
         return fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     r = ctx.api().container_export(pos[0])
-    out = open(opts["output"], "wb") if opts["output"] else os.fdopen(sys.stdout.fileno(), "wb", closefd=False)
+    out = open(opts["output"], "wb") if opts["output"] else open(sys.stdout.fileno(), "wb", closefd=False)
     try:
         with out:
             for chunk in r.iter_raw():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from matou.cli.flags import Flag, UsageError, flag
 
 TYPE_CHECKING = False
@@ -132,12 +130,20 @@ def _read_kv_file(path: str, what: str) -> list[str]:
         if not ln or ln.startswith("#"):
             continue
         if "=" not in ln and what == "env":
-            val = os.environ.get(ln)
+            val = _host_env(ln)
             if val is not None:
                 out.append(f"{ln}={val}")
             continue
         out.append(ln)
     return out
+
+
+def _host_env(name: str) -> str | None:
+    """os.environ without importing os (~2 ms of start-up): posix.environ holds the same bytes."""
+    import posix
+
+    val = posix.environ.get(name.encode())
+    return None if val is None else val.decode(errors="surrogateescape")
 
 
 def parse_env(opts: dict[str, Any]) -> list[str]:
@@ -148,7 +154,7 @@ def parse_env(opts: dict[str, Any]) -> list[str]:
         if "=" not in e:
             if e == "":
                 raise UsageError("invalid environment variable: ")
-            val = os.environ.get(e)
+            val = _host_env(e)
             if val is not None:
                 env.append(f"{e}={val}")
             continue

@@ -14,11 +14,11 @@ from matou.util import fastjson as json
 def version(ctx: Ctx, argv: list[str]) -> int:
     opts, _ = parse_or_exit(argv, [flag("-f", "--format", kind="str", help="Format output using a Go template")],
                             "matou version [OPTIONS]", "Show the matou version information", max_args=0)
-    import os
+    import posix  # not os: importing os.py costs ~2 ms of start-up
 
     import matou
 
-    machine = os.uname().machine
+    machine = posix.uname().machine
     pyver = ".".join(str(x) for x in sys.version_info[:3])
     client = {"Version": matou.__version__, "ApiVersion": "1.45", "Os": "linux",
               "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine), "GoVersion": "python" + pyver}
