@@ -295,7 +295,8 @@ class Monitor:
         deadline: float | None = None
         while True:
             done_io = not self.out_fds
-            if self.exit_status is not None and done_io and not self.sessions:
+            # an init that failed before "start" arrived: stay (at most DRAIN_GRACE) to answer start with why
+            if self.exit_status is not None and done_io and not self.sessions and self.launch is None:
                 break
             if self.exit_status is not None and deadline is None:
                 deadline = time.monotonic() + DRAIN_GRACE

@@ -135,13 +135,14 @@ class BridgeDriver:
         _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
 
     # ------------------------------------------------------------------ sandboxes
-    def create_sandbox(self, path: str, links: list[LinkSpec],
-                       want_dns: bool) -> tuple[socket.socket, socket.socket] | None:
-        """A new network namespace pinned at ``path`` with its interfaces configured; the DNS sockets if asked."""
+    def create_sandbox(self, path: str, links: list[LinkSpec], want_dns: bool,
+                       pid: int | None = None) -> tuple[socket.socket, socket.socket] | None:
+        """A network namespace pinned at ``path`` with its interfaces configured; the DNS sockets if asked.
+        The namespace is new, or with ``pid`` the one that process made for itself (see netns.adopt)."""
         def inside() -> tuple[RawNetlink, tuple[socket.socket, socket.socket] | None]:
             return RawNetlink(), (dns.open_sockets() if want_dns else None)
 
-        ns_nl, socks = netns.create(path, inside)
+        ns_nl, socks = netns.create(path, inside) if pid is None else netns.adopt(path, pid, inside)
         try:
             ns_nl.set_up(1)  # lo is always index 1 in a new namespace
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -50,6 +50,37 @@ def create(path: str, inside: Callable[[], T]) -> T:
         os.close(host)
 
 
+def adopt(path: str, pid: int, inside: Callable[[], T]) -> T:
+    """Pin the network namespace process ``pid`` made for itself (a container's init, cloned with
+    CLONE_NEWNET) at ``path`` and run ``inside()`` in it, as create() does for a namespace of our own.
+
+    This lets the daemon configure the namespace while the init is still building its root filesystem: the
+    namespace exists from the clone on, and the init does not exec before it is told to start."""
+    with open(path, "x"):
+        pass
+    host = os.open(SELF, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            mount(f"/proc/{pid}/ns/net", path, None, MS_BIND)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
+        except BaseException:
+            remove(path)
+            raise
+        try:
+            return inside()
+        except BaseException:
+            remove(path)
+            raise
+        finally:
+            _back(host)
+    finally:
+        os.close(host)
+
+
 @contextlib.contextmanager
 def entered(path_or_fd: str | int) -> Iterator[None]:
     """Run the body in another network namespace (this thread only)."""

@@ -82,6 +82,15 @@ class ExecRecord:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def _has_netns(pid: int) -> bool:
+    """Whether process ``pid`` is alive with a network namespace (a zombie has none)."""
+    try:
+        os.stat(f"/proc/{pid}/ns/net")
+        return pid > 0
+    except OSError:
+        return False
+
+
 class Trace:
     """Step durations of a start, for `run --trace` (sent back in the X-Matou-Trace header)."""
 
@@ -382,6 +391,8 @@ class ContainersService:
         addresses: list[str] = []
         dns_embedded: str | None = None
         networks = self.svcs.networks
+        net_plan = None
+        spawned: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             plans = B.parse_mounts(c)
             known = {m["Destination"]: m for m in c.mounts}
@@ -396,9 +407,12 @@ class ContainersService:
             elif net_mode.startswith("container:"):
                 netns = self._namespace_path(net_mode, "net")
             elif networks is not None and net_mode != "none":
-                netns, addresses, dns_embedded = await networks.setup(c)
-                self._save(c)  # the network service filled in c.networks / c.network_settings
-            tr.step("network")
+                # the kernel part comes after the spawn: the init makes its own namespace (netns stays None)
+                # and the daemon configures it while the init builds its root filesystem
+                net_plan = await networks.plan(c)
+                addresses, dns_embedded = net_plan.addresses, net_plan.dns
+                self._save(c)  # the network service filled in c.networks
+            tr.step("endpoints (addresses, records)")
             self._write_etc(c, addresses, dns_embedded)
             ipc = hc.get("IpcMode") or ""
             pid_mode = hc.get("PidMode") or ""
@@ -423,10 +437,27 @@ class ContainersService:
             }
             tr.step("bundle (config.json, /etc files)")
             msg, reader, writer = await self.spawner.spawn(mcfg)
+            spawned = reader, writer
             tr.step("monitor + runtime create")
             for k, v in (msg.get("trace") or {}).items():
                 tr.steps["  " + k] = v
+            if net_plan is not None and networks is not None:
+                init_pid = int(msg.get("pid") or 0)
+                try:
+                    await networks.realize(c, net_plan, init_pid)
+                except Exception:
+                    if _has_netns(init_pid):
+                        raise
+                    # the init already failed (e.g. its program does not exist): start reports why
+                else:
+                    self._save(c)  # c.network_settings: sandbox, ports
+                tr.step("network (veth, addresses, routes, ports)")
         except BaseException as e:
+            if spawned is not None:  # the init waits for "start": end it, the monitor then cleans up and exits
+                with contextlib.suppress(Exception):
+                    spawned[1].write(b'{"op": "kill", "signal": 9}\n')
+                    await spawned[1].drain()
+                    spawned[1].close()
             self._unmount(c)
             if networks is not None and net_mode not in ("host", "none") and not net_mode.startswith("container:"):
                 with contextlib.suppress(Exception):

@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from matou.daemon.config import DaemonConfig
@@ -62,6 +63,18 @@ from matou.store.metadata import Database
 from matou.types.image import rfc3339
 from matou.util import filters as flt
 from matou.util.ids import new_id
+
+@dataclass
+class SandboxPlan:
+    """A start's network setup before any kernel work (see NetworksService.plan)."""
+
+    sb: SandboxRecord
+    specs: list[LinkSpec]
+    reqs: list[portsmod.Request]
+    addresses: list[str]  # the container's, primary network first
+    dns: str | None  # the embedded DNS server's address, if the container gets one
+    plan_ms: float
+
 
 log = logging.getLogger("matoud.networks")
 T = TypeVar("T")
@@ -418,7 +431,10 @@ class NetworksService:
         ep["IPPrefixLen"] = net.prefix
         return net
 
-    async def setup(self, c: Container) -> tuple[str, list[str], str | None]:
+    async def plan(self, c: Container) -> SandboxPlan:
+        """Everything of a start's network setup that needs no kernel work: endpoints and their addresses
+        (fills c.networks), the sandbox record, port requests. The caller writes /etc/hosts from it, lets the
+        container's init make its own network namespace and hands its pid to realize()."""
         if not self._ready.is_set():
             await self._ready.wait()
         t0 = time.perf_counter()
@@ -448,9 +464,15 @@ class NetworksService:
         sid = new_id()
         sb = SandboxRecord(c.id, c.name, os.path.join(self.netns_dir, sid[:12]), sid, links, [], want_dns,
                            names.upstreams(c, self.cfg) if want_dns else [])
-        primary_ip = specs[0].cidr.split("/")[0]
+        return SandboxPlan(sb, specs, reqs, [lk.ip for lk in links.values()],
+                           dnsmod.ADDRESS if want_dns else None, (time.perf_counter() - t0) * 1e3)
+
+    async def realize(self, c: Container, p: SandboxPlan, pid: int | None = None) -> str:
+        """The kernel part: pin the namespace (new, or the one process ``pid`` made), create and configure
+        the veths, publish the ports, record the sandbox, start its DNS server. Returns the namespace path."""
+        sb = p.sb
         t1 = time.perf_counter()
-        socks, held, maps = self._kernel_setup(sb.path, specs, want_dns, reqs, primary_ip, c.name)
+        socks, held, maps = self._kernel_setup(sb.path, p.specs, sb.dns, p.reqs, p.addresses[0], c.name, pid)
         t2 = time.perf_counter()
         sb.ports = [portdict(m) for m in maps]
         self._sandboxes[c.id] = sb
@@ -463,20 +485,25 @@ class NetworksService:
             await self.teardown(c)
             raise
         view: dict[str, Any] = {k: None for k in (c.config.get("ExposedPorts") or {})}
-        for r, m in zip(reqs, maps, strict=True):
+        for r, m in zip(p.reqs, maps, strict=True):
             cur = view.get(r.key)
             if cur is None:
                 cur = view[r.key] = []
             cur.append({"HostIp": m.host_ip, "HostPort": str(m.host_port)})
-        c.network_settings.update({"SandboxID": sid, "SandboxKey": sb.path, "Ports": view})
-        log.debug("network setup %s: %.2f ms (plan %.2f, kernel %.2f, record + DNS %.2f)", c.id[:12],
-                  (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
-        return sb.path, [lk.ip for lk in links.values()], dnsmod.ADDRESS if want_dns else None
+        c.network_settings.update({"SandboxID": sb.sandbox_id, "SandboxKey": sb.path, "Ports": view})
+        log.debug("network setup %s: plan %.2f ms, kernel %.2f, record + DNS %.2f", c.id[:12], p.plan_ms,
+                  (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
+        return sb.path
+
+    async def setup(self, c: Container) -> tuple[str, list[str], str | None]:
+        """plan() and realize() in one go, in a namespace of our own."""
+        p = await self.plan(c)
+        return await self.realize(c, p), p.addresses, p.dns
 
     def _kernel_setup(self, path: str, specs: list[LinkSpec], want_dns: bool, reqs: list[portsmod.Request],
-                      ip: str, owner: str
+                      ip: str, owner: str, pid: int | None = None
                       ) -> tuple[tuple[socket.socket, socket.socket] | None, list[socket.socket], list[PortMap]]:
-        socks = self.fast.create_sandbox(path, specs, want_dns)
+        socks = self.fast.create_sandbox(path, specs, want_dns, pid)
         held: list[socket.socket] = []
         maps: list[PortMap] = []
         try:
