@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
-from tests.conftest import Daemon
+from tests.conftest import SRC, Daemon
 
 
 def test_run_echo_and_exit_codes(daemon: Daemon, busybox: str) -> None:
@@ -359,3 +361,34 @@ def test_restart_policy_after_daemon_restart(fresh_daemon: Daemon) -> None:
         assert time.monotonic() < deadline, "always-t was not started again after the daemon restart"
         time.sleep(0.1)
     assert d.out("inspect", "--format", "{{.State.Running}}", "stopped-t").strip() == "false"
+
+
+def test_one_request_run(daemon: Daemon, busybox: str) -> None:
+    """The matou CLI's `run` without -d/-i/-t is one POST /containers/run: output on the same connection,
+    stdout and stderr apart, the exit code in the last control frame; without --rm the container stays."""
+    sys.path.insert(0, SRC)
+    from matou.client.api import API
+    from matou.client.http import APIError
+    from matou.client.stream import pump_run
+
+    api = API(daemon.api())
+    with pytest.raises(APIError) as ei:
+        api.container_run({"Image": busybox, "Tty": True, "Cmd": ["true"]}, None, None, True)
+    assert ei.value.status == 400 and "tty" in ei.value.message
+    with pytest.raises(APIError) as ei:
+        api.container_run({"Image": "no-such-image:1", "Cmd": ["true"]}, None, None, True)
+    assert ei.value.status == 404 and ei.value.message.startswith("No such image")
+    out, err = io.BytesIO(), io.BytesIO()
+    resp = api.container_run({"Image": busybox, "Cmd": ["sh", "-c", "echo out; echo err >&2; exit 5"]},
+                             "one-req", None, False)
+    try:
+        control = pump_run(resp, out, err)
+    finally:
+        resp.close()
+    assert out.getvalue() == b"out\n" and err.getvalue() == b"err\n"
+    assert control[0]["Id"] and control[-1] == {"StatusCode": 5}
+    assert daemon.out("inspect", "--format", "{{.State.ExitCode}}", "one-req").strip() == "5"
+    daemon.cli("rm", "one-req")
+    r = daemon.cli("run", "--rm", "--name", "one-req-2", busybox, "nosuch", check=False)
+    assert r.returncode == 127 and b"executable file not found" in r.stderr
+    assert "one-req-2" not in daemon.out("ps", "-a", "--format", "{{.Names}}")

@@ -71,6 +71,13 @@ class API:
     def container_create(self, body: dict[str, Any], name: str | None, platform: str | None = None) -> Any:
         return self.c.post_json("/containers/create", {"name": name, "platform": platform}, body)
 
+    def container_run(self, body: dict[str, Any], name: str | None, platform: str | None, remove: bool,
+                      trace: bool = False) -> Response:
+        """matou's one-request run (see the daemon's /containers/run); the open, hijacked response."""
+        return self.c.request("POST", "/containers/run", {"name": name, "platform": platform,
+                                                          "remove": 1 if remove else None},
+                              json_body=body, headers={"X-Matou-Trace": "1"} if trace else None, upgrade=True)
+
     def container_inspect(self, ref: str, size: bool = False) -> Any:
         return self.c.get_json(f"/containers/{ref}/json", {"size": size or None})
 

@@ -27,6 +27,38 @@ def demux(buf: bytearray, out: Any, err: Any) -> None:
         target.flush()
 
 
+def pump_run(resp: Response, out: Any = None, err: Any = None) -> list[dict[str, Any]]:
+    """Copy the frames of a /containers/run stream to stdout/stderr until the server closes it; returns the
+    control messages (stream 3), in order."""
+    import json
+
+    out = out or open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+    err = err or open(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
+    sock = resp.sock
+    sock.setblocking(True)
+    buf = bytearray(resp._buf)  # noqa: SLF001 - bytes read past the response head
+    resp._buf = b""  # noqa: SLF001
+    control: list[dict[str, Any]] = []
+    while True:
+        while len(buf) >= 8:
+            size = int.from_bytes(buf[4:8], "big")
+            if len(buf) < 8 + size:
+                break
+            stream, payload = buf[0], bytes(buf[8:8 + size])
+            del buf[:8 + size]
+            if stream == 3:
+                control.append(json.loads(payload))
+            else:
+                (err if stream == 2 else out).write(payload)
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return control
+        buf += data
+
+
 class RawTerminal:
     """Puts a tty into raw mode for the duration of an interactive session."""
 

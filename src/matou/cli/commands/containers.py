@@ -133,12 +133,10 @@ def run(ctx: Ctx, argv: list[str]) -> int:
     tracer = Tracer(opts["trace"])
     image, cmd = pos[0], pos[1:]
     api = ctx.api()
-    if opts["detach"] and opts["rm"] and False:
-        pass
     tracer.step("cli start + flags")
-    cid = _create(ctx, opts, image, cmd, tracer)
-    assert cid is not None
     if opts["detach"]:
+        cid = _create(ctx, opts, image, cmd, tracer)
+        assert cid is not None
         try:
             api.container_start(cid)
         except APIError as e:
@@ -148,6 +146,13 @@ def run(ctx: Ctx, argv: list[str]) -> int:
         ctx.out.write(cid + "\n")
         tracer.report()
         return 0
+    if not (opts["tty"] or opts["interactive"] or opts["attach"] or opts.get("cidfile")) and \
+            (opts.get("pull") or "missing") == "missing":
+        code = _run_one_request(ctx, opts, image, cmd, tracer)
+        if code is not None:
+            return code
+    cid = _create(ctx, opts, image, cmd, tracer)
+    assert cid is not None
     attach = [a.lower() for a in opts["attach"]] or (["stdout", "stderr"] + (["stdin"] if opts["interactive"] else []))
     tty = opts["tty"]
     stdin = "stdin" in attach
@@ -190,6 +195,47 @@ def run(ctx: Ctx, argv: list[str]) -> int:
     if res.get("Error") and res["Error"].get("Message") and res.get("StatusCode", 0) >= 125:
         _err(f"matou: {res['Error']['Message']}")
     return int(res.get("StatusCode", 0))
+
+
+def _run_one_request(ctx: Ctx, opts: dict[str, Any], image: str, cmd: list[str], tracer: Tracer) -> int | None:
+    """`run` with output only (no -d/-i/-t) in one request to matoud (/containers/run) instead of create,
+    attach, wait and start. None when the daemon can't do it here (an image to pull, an older daemon): the
+    caller then takes the usual path."""
+    from matou.cli.commands.runopts import build_create_body
+    from matou.client.stream import pump_run
+
+    try:
+        body, name = build_create_body(opts, image, cmd)
+    except UsageError as e:
+        _err(f"matou: {e}\nSee 'matou run --help'.")
+        raise SystemExit(125) from None
+    try:
+        resp = ctx.api().container_run(body, name, opts.get("platform"), bool(opts["rm"]), trace=tracer.on)
+    except APIError as e:
+        if e.status in (404, 405):  # no such image (the usual path pulls it) or no such endpoint
+            return None
+        _err(f"matou: Error response from daemon: {e.message}")
+        return 125
+    tracer.step("create + start (one request)")
+    try:
+        control = pump_run(resp)
+    finally:
+        resp.close()
+    tracer.step("stream until exit")
+    first = control[0] if control else {}
+    end = control[-1] if len(control) > 1 else {}
+    for w in first.get("Warnings") or []:
+        _err(f"WARNING: {w}")
+    if "StatusCode" not in end:
+        _err("matou: the daemon closed the connection before the container's exit status arrived")
+        return 125
+    tracer.report(end.get("Trace") if tracer.on else None)
+    code = int(end["StatusCode"])
+    if end.get("Error"):
+        _err(f"matou: Error response from daemon: {end['Error']}")
+        if code not in (126, 127):
+            code = _exit_code_for(end["Error"])
+    return code
 
 
 def _stream(ctx: Ctx, cid: str, resp: Any, *, tty: bool, stdin: bool, resize: Any,

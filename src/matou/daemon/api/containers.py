@@ -115,6 +115,47 @@ async def create(request: web.Request) -> web.StreamResponse:
     return web.json_response(out, status=201)
 
 
+async def run(request: web.Request) -> web.StreamResponse:
+    """A matou extension for the matou CLI: create, start and wait in one request, with the output on the
+    same connection (what `run` without -d, -i or -t needs; docker's CLI makes four requests for it). The
+    body and query are those of /containers/create plus ``remove``. Errors before the container exists are
+    ordinary JSON errors; then the connection is hijacked and carries Docker's multiplexed frames, with
+    stream 3 holding JSON control messages: ``{"Id"}`` first, ``{"StatusCode"[, "Error"][, "Trace"]}`` last."""
+    from matou.daemon.api.validation import _body_schemas, check
+
+    s = _ctr(request)
+    body = await _json_body(request)
+    entry = _body_schemas().get(("POST", "/containers/create"))
+    if entry is not None and body:
+        body = check(body, entry[1], entry[0])
+    if (body or {}).get("Tty") or (body or {}).get("OpenStdin"):
+        raise InvalidArgument("/containers/run streams output only: use create, attach and start for a tty or stdin")
+    created = await s.create(body, request.query.get("name") or None, request.query.get("platform"))
+    cid = created["Id"]
+    client = await hijack(request, MULTIPLEXED)
+    try:
+        await client.write(P.control({"Id": cid, "Warnings": created.get("Warnings") or []}))
+
+        async def out(stream: int, data: bytes) -> None:
+            await client.write(P.frame(stream, data))
+
+        end: dict[str, Any]
+        try:
+            remove = qbool(request, "remove")
+            end = {"StatusCode": await s.run_created(cid, out, remove=remove, remove_on_error=remove)}
+        except Exception as e:  # noqa: BLE001 - reported on the stream, as start's error response would be
+            end = {"StatusCode": int(getattr(e, "exit_code", 125) or 125), "Error": str(e) or type(e).__name__}
+        trace = s.traces.pop(cid, None)
+        if trace is not None and request.headers.get("X-Matou-Trace"):
+            end["Trace"] = trace
+        await client.write(P.control(end))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        client.close()
+    return web.Response()
+
+
 async def start(request: web.Request) -> web.StreamResponse:
     s = _ctr(request)
     await s.start_container(request.match_info["id"])
@@ -487,6 +528,7 @@ async def volumes_prune(request: web.Request) -> web.StreamResponse:
 def register(r: Router) -> None:
     r.get("/containers/json", list_containers)
     r.post("/containers/create", create)
+    r.post("/containers/run", run)  # matou extension (the matou CLI's `run` without -d/-i/-t)
     r.post("/containers/prune", prune)
     r.get("/containers/{id}/json", inspect)
     r.get("/containers/{id}/top", top)

@@ -1071,14 +1071,20 @@ class ContainersService:
         (1 stdout, 2 stderr; may be a coroutine function). Returns (container id, exit code). With
         ``remove`` the container goes afterwards unless ``keep(exit_code)`` says otherwise.
         ``on_created(container_id)`` (may be a coroutine function) runs once the container exists."""
-        from matou.monitor import protocol as P
-
         created = await self.create(body, name)
         cid = created["Id"]
         if on_created is not None:
             r = on_created(cid)
             if asyncio.iscoroutine(r):
                 await r
+        return cid, await self.run_created(cid, on_output, remove=remove, keep=keep)
+
+    async def run_created(self, cid: str, on_output: Any, *, remove: bool = True, keep: Any = None,
+                          remove_on_error: bool = True) -> int:
+        """run_attached() for a container that exists already; returns its exit code. A failed start
+        raises, after removing the container if ``remove_on_error``."""
+        from matou.monitor import protocol as P
+
         attach_task: asyncio.Task[None] | None = None
 
         async def pump() -> None:
@@ -1116,12 +1122,13 @@ class ContainersService:
         except BaseException:
             if attach_task is not None:
                 attach_task.cancel()
-            with contextlib.suppress(Exception):
-                await self.remove(cid, force=True, volumes=True)
+            if remove_on_error:
+                with contextlib.suppress(Exception):
+                    await self.remove(cid, force=True, volumes=True)
             raise
         if remove and not (keep and keep(code)):
             await self.remove(cid, force=True, volumes=True)
-        return cid, code
+        return code
 
     # ------------------------------------------------------------------ exec
     def exec_create(self, ref: str, body: dict[str, Any]) -> str:

@@ -64,6 +64,7 @@ from matou.types.image import rfc3339
 from matou.util import filters as flt
 from matou.util.ids import new_id
 
+
 @dataclass
 class SandboxPlan:
     """A start's network setup before any kernel work (see NetworksService.plan)."""
