@@ -865,7 +865,8 @@ class ContainersService:
             if c.state.Paused:
                 with contextlib.suppress(Exception):
                     await self._monitor(c, "resume")
-            with contextlib.suppress(Conflict):
+            # the monitor gone or going (reset): the container is exiting by itself
+            with contextlib.suppress(Conflict, MonitorGone, ConnectionError):
                 await self._monitor(c, "kill", signal=_signal.SIGKILL, all=True)
             await self._wait_exit(c.id, 30)
             c = self.get(c.id)
