@@ -13,6 +13,7 @@ to the daemon -> wait for "start" (so attach streams can be connected first and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -28,6 +29,7 @@ from typing import Any
 
 from matou.logs.jsonfile import Writer as LogWriter
 from matou.monitor import protocol as P
+from matou.monitor.creator import Creator, create_in_child
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CLIENT_BUFFER = 16 << 20
@@ -83,12 +85,6 @@ class ExecSession:
     master: int | None = None
 
 
-class CreateError(Exception):
-    """Creating the container failed in the creator child; ``exit_code`` as Docker reports it."""
-
-    exit_code = 125
-
-
 def _nonblock(fd: int) -> None:
     fl = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
@@ -115,7 +111,8 @@ def make_runtime(cfg: MonitorConfig) -> Any:
 
 
 class Monitor:
-    def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None) -> None:
+    def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None,
+                 creator: Creator | None = None) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.sel = selectors.DefaultSelector()
@@ -134,6 +131,7 @@ class Monitor:
         self.exec_by_fd: dict[int, ExecSession] = {}
         self.runtime = runtime if runtime is not None else make_runtime(cfg)
         self.launch: Any = None  # the built-in runtime's init, until start checks that it is ready
+        self.creator = creator  # forked ahead by a spare monitor; used once
         self.log: LogWriter | None = None
         self.started = False
         self.sock_path = cfg.socket_path or os.path.join(cfg.state_dir, "monitor.sock")
@@ -192,55 +190,19 @@ class Monitor:
         except OSError:
             pass
 
-    def _in_child(self, work: Any) -> tuple[dict[str, Any], list[int]]:
-        """Run ``work() -> (message, fds)`` in a short-lived child and collect its answer.
-
-        Creating a container runs a lot of code (spec parsing, seccomp, mounts): in the monitor itself that
-        would dirty copy-on-write pages it shares with the spawner and keep them for the container's whole
-        life (3.5 MB of private memory per container, measured). The child dies with those pages; the
-        processes it starts are re-parented to the monitor, which is a child subreaper."""
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:
-            a.close()
-            code = 0
-            try:
-                msg, fds = work()
-            except BaseException as e:  # reported to the parent, which raises it
-                msg, fds = {"error": str(e) or type(e).__name__, "exit_code": getattr(e, "exit_code", 125),
-                            "errno": getattr(e, "errno", 0) or 0, "kind": type(e).__name__}, []
-                code = 1
-            try:
-                socket.send_fds(b, [json.dumps(msg).encode()], fds)
-            finally:
-                os._exit(code)
-        b.close()
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(a, 65536, 4)
-        finally:
-            a.close()
-        # the child's exit (tearing down its copied pages) takes ~1.4 ms: _reap collects it later
-        msg = json.loads(data) if data else {"error": "container creation failed", "exit_code": 125}
-        if "error" in msg:
-            for fd in fds:
-                os.close(fd)
-            err = CreateError(msg["error"])
-            err.exit_code = int(msg.get("exit_code") or 125)
-            raise err
-        return msg, list(fds)
+    def _in_creator(self, op: str, fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        """Run a creator job (see creator.py): in the creator forked ahead, or in one forked now."""
+        job = {"op": op, "id": self.cfg.id, "bundle": self.cfg.bundle}
+        creator, self.creator = self.creator, None
+        if creator is not None:
+            job["config"] = dataclasses.asdict(self.cfg)
+            return creator.run(job, fds)
+        return create_in_child(self.runtime, job, fds)
 
     def _create(self) -> None:
-        cid, bundle = self.cfg.id, self.cfg.bundle
         deferred = hasattr(self.runtime, "launch")  # the built-in runtime: readiness is checked at start
         if self.cfg.tty:
-            def work_tty() -> tuple[dict[str, Any], list[int]]:
-                if deferred:
-                    launch, master = self.runtime.launch_tty(cid, bundle)
-                    return {"pid": launch.pid}, [master, launch.ready_fd]
-                pid, master = self.runtime.create_tty(cid, bundle)
-                return {"pid": pid}, [master]
-
-            msg, fds = self._in_child(work_tty)
+            msg, fds = self._in_creator("launch_tty" if deferred else "create_tty", [])
             pid, master = int(msg["pid"]), fds[0]
             if deferred:
                 self.launch = self._launch_record(pid, fds[1])
@@ -255,15 +217,8 @@ class Monitor:
                 in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
-
-            def work() -> tuple[dict[str, Any], list[int]]:
-                if deferred:
-                    launch = self.runtime.launch(cid, bundle, stdio=(in_r, out_w, err_w))
-                    return {"pid": launch.pid}, [launch.ready_fd]
-                return {"pid": self.runtime.create(cid, bundle, stdio=(in_r, out_w, err_w))}, []
-
             try:
-                msg, fds = self._in_child(work)
+                msg, fds = self._in_creator("launch" if deferred else "create", [in_r, out_w, err_w])
                 pid = int(msg["pid"])
                 if deferred:
                     self.launch = self._launch_record(pid, fds[0])
@@ -715,5 +670,5 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
-def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None) -> int:
-    return Monitor(cfg, ctl, runtime).run()
+def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, creator: Creator | None = None) -> int:
+    return Monitor(cfg, ctl, runtime, creator).run()

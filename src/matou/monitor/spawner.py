@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any
 
+from matou.monitor.creator import Creator
 from matou.monitor.monitor import MonitorConfig, make_runtime, run_monitor
 
 PR_SET_PDEATHSIG = 1
@@ -64,7 +65,8 @@ def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
     return rt
 
 
-def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any) -> None:
+def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any,
+                    creator: Creator | None = None) -> None:
     listener.close()
     os.setsid()  # its own session: signals to the daemon's process group never reach it
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -83,7 +85,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, run
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn, runtime)
+        code = run_monitor(cfg, conn, runtime, creator)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -167,6 +169,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle spare dies with the spawner
         if os.getppid() != parent:
             os._exit(0)
+        creator = Creator.fork(lambda cfg: _runtime_for(runtimes, cfg))
         while True:
             conn, _ = listener.accept()
             try:
@@ -186,7 +189,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             runtime = _runtime_for(runtimes, req)
         except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
             runtime = None
-        _become_monitor(listener, conn, req, runtime)
+        _become_monitor(listener, conn, req, runtime, creator)
     finally:
         os._exit(1)
 

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,12 +145,17 @@ class BuiltinRuntime:
             raise
         return launch.pid, master
 
-    def launch(self, container_id: str, bundle: str, *, stdio: tuple[int, int, int] | None = None) -> Launch:
+    def launch(self, container_id: str, bundle: str, *, stdio: tuple[int, int, int] | None = None,
+               on_cloned: Callable[[Launch], None] | None = None) -> Launch:
         """create() without waiting for the init to finish its setup: the caller gets the pid at once and
         checks ``ready()`` later (the monitor does so when asked to start), so the init's rootfs, masks and
         seccomp setup overlap the round trips between daemon and monitor. The caller reaps the init and
-        deletes the container, also when ready() fails."""
-        return self._launch(container_id, bundle, stdio, None, None, None)
+        deletes the container, also when ready() fails.
+
+        ``on_cloned(launch)`` runs right after the clone, before the cgroups are made and joined and the
+        state is written (3-5 ms here): a caller that hands the launch on can do so while that happens. The
+        init does not report ready before it is in its cgroups and the state is on disk."""
+        return self._launch(container_id, bundle, stdio, None, None, None, on_cloned)
 
     def launch_tty(self, container_id: str, bundle: str, *, pid_file: str | None = None) -> tuple[Launch, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -186,7 +192,8 @@ class BuiltinRuntime:
             raise
 
     def _launch(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
-                console_sock: int | None, pid_file: str | None) -> Launch:
+                console_sock: int | None, pid_file: str | None,
+                on_cloned: Callable[[Launch], None] | None = None) -> Launch:
         check_id(cid)
         bundle = os.path.abspath(bundle)
         cfg = plan.load_config(bundle)
@@ -265,32 +272,35 @@ class BuiltinRuntime:
             for fd in (w, cg_r):
                 os.close(fd)
                 opened.remove(fd)
+            launch = Launch(cid, pid, r)
+            if on_cloned is not None:
+                on_cloned(launch)
             # v1: the child builds its rootfs meanwhile; it needs the directories ("d") before its /sys/fs/cgroup
-            # mount and to be inside them ("1") before it execs
+            # mount and to be inside them ("1") before it execs. The state goes to disk before "1": whoever
+            # sees the init ready may start it, which reads the state.
             try:
                 if into_fd is None:
                     cg.make(self._hier(), linux.get("resources"))
-                    os.write(cg_w, b"d")
+                os.write(cg_w, b"d")
+                if into_fd is None:
                     for f in cg.procs_files():
                         cgroups.write(f, str(pid))
-                    os.write(cg_w, b"1")
-                else:
-                    os.write(cg_w, b"d1")
+                st = ContainerState(
+                    id=cid, pid=pid, start_time=(proc_stat(pid) or ("", 0))[1], bundle=bundle, rootfs=root,
+                    created=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+                    annotations=dict(cfg.get("annotations") or {}), cgroup=cg.to_json(), seccomp_key=skey,
+                )
+                if seccomp is not None:
+                    atomic_write(os.path.join(state_dir, "seccomp.bpf"), seccomp.bpf, sync=False)
+                st.save(state_dir)
+                if pid_file:
+                    atomic_write(pid_file, str(pid).encode(), sync=False)
+                os.write(cg_w, b"1")
             finally:
                 os.close(cg_w)
                 opened.remove(cg_w)
-            st = ContainerState(
-                id=cid, pid=pid, start_time=(proc_stat(pid) or ("", 0))[1], bundle=bundle, rootfs=root,
-                created=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
-                annotations=dict(cfg.get("annotations") or {}), cgroup=cg.to_json(), seccomp_key=skey,
-            )
-            if seccomp is not None:
-                atomic_write(os.path.join(state_dir, "seccomp.bpf"), seccomp.bpf, sync=False)
-            st.save(state_dir)
-            if pid_file:
-                atomic_write(pid_file, str(pid).encode(), sync=False)
             opened.remove(r)
-            return Launch(cid, pid, r)
+            return launch
         except BaseException:
             if pid > 0:
                 with contextlib.suppress(OSError):
