@@ -485,7 +485,11 @@ class Monitor:
                 self._resize(req)
                 self._send(c, P.line({"ok": True}))
             elif op == "kill":
-                self.runtime.kill(self.cfg.id, int(req.get("signal", signal.SIGTERM)), bool(req.get("all")))
+                if self.launch is not None and self.exit_status is None:
+                    # launched, not started: the creator may still be writing the runtime's state
+                    os.kill(self.init_pid, int(req.get("signal", signal.SIGTERM)))
+                else:
+                    self.runtime.kill(self.cfg.id, int(req.get("signal", signal.SIGTERM)), bool(req.get("all")))
                 self._send(c, P.line({"ok": True}))
             elif op == "state":
                 self._send(c, P.line({"ok": True, "pid": self.init_pid, "started": self.started,

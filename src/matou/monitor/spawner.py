@@ -141,7 +141,7 @@ def serve(path: str) -> None:
             os.close(r)
             _spare(listener, runtimes, w, parent, libc)
         os.close(w)
-        data = _read_all(r)  # the spare's request once it took one; nothing if it died first
+        data = _read_line(r)  # the spare's request once it took one; nothing if it died first
         os.close(r)
         if not data:
             time.sleep(0.05)
@@ -155,11 +155,15 @@ def serve(path: str) -> None:
             select.select([listener], [], [], SPARE_DELAY)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_line(fd: int) -> bytes:
+    """One line, not up to EOF: the spare's creator and the init it clones hold copies of the write end."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], taken_w: int, parent: int,
@@ -183,7 +187,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             break
         libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a monitor outlives spawner and daemon
         with contextlib.suppress(OSError):
-            os.write(taken_w, json.dumps(req).encode())
+            os.write(taken_w, json.dumps(req).encode() + b"\n")
         os.close(taken_w)
         try:
             runtime = _runtime_for(runtimes, req)
