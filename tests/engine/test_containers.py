@@ -358,7 +358,9 @@ def test_restart_policy_after_daemon_restart(fresh_daemon: Daemon) -> None:
     d.start()
     deadline = time.monotonic() + 30
     while d.out("inspect", "--format", "{{.State.StartedAt}}", "always-t").strip() == started:
-        assert time.monotonic() < deadline, "always-t was not started again after the daemon restart"
+        assert time.monotonic() < deadline, ("always-t was not started again after the daemon restart\n" +
+                                             open(d.log_path).read()[-6000:] +
+                                             d.out("inspect", "always-t"))
         time.sleep(0.1)
     assert d.out("inspect", "--format", "{{.State.Running}}", "stopped-t").strip() == "false"
 

@@ -37,15 +37,21 @@ class CreateError(Exception):
 Reply = Callable[[dict[str, Any], list[int]], None]
 
 
-def run_job(runtime: Any, job: dict[str, Any], fds: list[int],
-            reply: Reply | None = None) -> tuple[dict[str, Any], list[int]] | None:
+def run_job(runtime: Any, job: dict[str, Any], fds: list[int], reply: Reply | None = None,
+            netns_premade: int | None = None) -> tuple[dict[str, Any], list[int]] | None:
     """Do the job; the answer is returned, or (``launch`` with ``reply``) sent as soon as the init is cloned,
-    so the monitor goes on while this process makes the cgroups and writes the state. Returns None then."""
+    so the monitor goes on while this process makes the cgroups and writes the state. Returns None then.
+    ``netns_premade``: see BuiltinRuntime.launch (only the built-in runtime's launch uses it)."""
     op, cid, bundle = job["op"], job["id"], job["bundle"]
+    if netns_premade is not None and op != "launch":
+        from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
+
+        setns(netns_premade, CLONE_NEWNET)  # other runtimes and paths make their own
     if op == "launch":
         if reply is not None:
             runtime.launch(cid, bundle, stdio=(fds[0], fds[1], fds[2]),
-                           on_cloned=lambda launch: reply({"pid": launch.pid}, [launch.ready_fd]))
+                           on_cloned=lambda launch: reply({"pid": launch.pid}, [launch.ready_fd]),
+                           netns_premade=netns_premade)
             return None
         launch = runtime.launch(cid, bundle, stdio=(fds[0], fds[1], fds[2]))
         return {"pid": launch.pid}, [launch.ready_fd]
@@ -151,9 +157,16 @@ def _wait_for_job(sock: socket.socket, runtime_for: Callable[[dict[str, Any]], A
         signal.signal(s, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an unused creator goes with its monitor
+    premade: int | None = None
+    try:
+        from matou.runtime.builtin import premake_netns
+
+        premade = premake_netns()  # while idle: most containers get a network namespace of their own
+    except Exception:  # noqa: BLE001 - then the clone makes it, as without a creator forked ahead
+        premade = None
     data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
     if not data:
         return 0
     job = json.loads(data)
     os.setsid()  # the init is cloned from here: keep it out of the spawner's session and process group
-    return _answer(sock, lambda reply: run_job(runtime_for(job["config"]), job, list(fds), reply))
+    return _answer(sock, lambda reply: run_job(runtime_for(job["config"]), job, list(fds), reply, premade))

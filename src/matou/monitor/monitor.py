@@ -392,6 +392,8 @@ class Monitor:
             data = b""
         if c.kind in ("pending", "ctl"):
             if not data:
+                if c.kind == "ctl" and not self.started and self.exit_status is None and self.init_pid:
+                    self._abandon()
                 self._drop(c)
                 return
             c.inbuf += data
@@ -417,6 +419,17 @@ class Monitor:
             return
         if not data:
             self._drop(c)
+
+    def _abandon(self) -> None:
+        """The daemon that created this container went away before starting it (killed between its create
+        and start requests): nobody will start it. End the init; the exit is recorded as usual, and a
+        restarted daemon applies the restart policy to it."""
+        with contextlib.suppress(OSError):
+            os.kill(self.init_pid, signal.SIGKILL)
+        if self.launch is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.launch.ready_fd)
+            self.launch = None
 
     def _stdin_from(self, c: Client, data: bytes) -> None:
         if c.kind == "attach" and c.stdin and self.stdin_fd is not None:

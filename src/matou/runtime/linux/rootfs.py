@@ -156,7 +156,7 @@ def prepare(root: str, propagation: int) -> None:
 
 def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool,
               before_cgroup: Callable[[], object] = lambda: None) -> None:
-    for m in mounts:
+    for m in _cgroup_last(mounts):
         if m.type == "cgroup":
             before_cgroup()  # the container's cgroup directories must exist by now
             _mount_cgroup(root, m, cgroup_binds, cgroup_v2)
@@ -177,6 +177,20 @@ def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]
             sc.mount(m.source, target, m.type, m.flags, m.data)
         for p in m.propagation:
             sc.mount(None, target, None, p)
+
+
+def _cgroup_last(mounts: list[Mount]) -> list[Mount]:
+    """The cgroup mount needs the container's cgroup directories, which the runtime makes while this process
+    mounts (up to 4 ms here): do it after the others, unless a later mount lies beneath it."""
+    out = list(mounts)
+    for i, m in enumerate(mounts):
+        if m.type != "cgroup":
+            continue
+        below = m.destination.rstrip("/") + "/"
+        if not any(o.destination.startswith(below) for o in mounts[i + 1:]):
+            out.remove(m)
+            out.append(m)
+    return out
 
 
 def _mount_cgroup(root: str, m: Mount, binds: list[tuple[str, str]], cgroup_v2: bool) -> None:

@@ -168,8 +168,9 @@ class BpfCache:
         self.directory = directory
         self._mem: dict[str, bytes] = {}
 
-    def get(self, section: dict[str, Any]) -> bytes:
-        key = profile_key(section)
+    def get(self, section: dict[str, Any], key: str | None = None) -> bytes:
+        """The program for ``section``; ``key`` is its profile_key() when the caller has it already."""
+        key = key or profile_key(section)
         bpf = self._mem.get(key)
         if bpf is not None:
             return bpf
