@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def demux(buf: bytearray, out: Any, err: Any) -> None:
-    """Write complete frames from buf to out/err, leaving partial ones in buf."""
+def demux(buf: bytearray, out: Any, err: Any, control: list[dict[str, Any]] | None = None) -> None:
+    """Write complete frames from buf to out/err, leaving partial ones in buf. With ``control``, frames of
+    stream 3 are JSON control messages (matou's /containers/run) and are appended there instead."""
     while len(buf) >= 8:
         stream = buf[0]
         size = int.from_bytes(buf[4:8], "big")
@@ -22,34 +23,34 @@ def demux(buf: bytearray, out: Any, err: Any) -> None:
             return
         payload = bytes(buf[8:8 + size])
         del buf[:8 + size]
+        if stream == 3 and control is not None:
+            import json
+
+            control.append(json.loads(payload))
+            continue
         target = err if stream == 2 else out
         target.write(payload)
         target.flush()
 
 
-def pump_run(resp: Response, out: Any = None, err: Any = None) -> list[dict[str, Any]]:
-    """Copy the frames of a /containers/run stream to stdout/stderr until the server closes it; returns the
-    control messages (stream 3), in order."""
-    import json
-
+def _take_over(resp: Response, out: Any, err: Any) -> tuple[Any, Any, Any, bytearray]:
+    """The hijacked socket in blocking mode, the output files, and what was read past the response head."""
     out = out or open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     err = err or open(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
     sock = resp.sock
     sock.setblocking(True)
     buf = bytearray(resp._buf)  # noqa: SLF001 - bytes read past the response head
     resp._buf = b""  # noqa: SLF001
+    return out, err, sock, buf
+
+
+def pump_run(resp: Response, out: Any = None, err: Any = None) -> list[dict[str, Any]]:
+    """Copy the frames of a /containers/run stream to stdout/stderr until the server closes it; returns the
+    control messages (stream 3), in order."""
+    out, err, sock, buf = _take_over(resp, out, err)
     control: list[dict[str, Any]] = []
     while True:
-        while len(buf) >= 8:
-            size = int.from_bytes(buf[4:8], "big")
-            if len(buf) < 8 + size:
-                break
-            stream, payload = buf[0], bytes(buf[8:8 + size])
-            del buf[:8 + size]
-            if stream == 3:
-                control.append(json.loads(payload))
-            else:
-                (err if stream == 2 else out).write(payload)
+        demux(buf, out, err, control)
         try:
             data = sock.recv(65536)
         except OSError:
@@ -98,12 +99,7 @@ def pump(resp: Response, *, tty: bool, stdin: bool, on_resize: Callable[[], None
     Returns True when the user typed the detach keys (the container keeps running), as docker's CLI does."""
     import select
 
-    out = out or open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
-    err = err or open(sys.stderr.fileno(), "wb", buffering=0, closefd=False)
-    sock = resp.sock
-    sock.setblocking(True)
-    buf = bytearray(resp._buf)  # noqa: SLF001 - bytes read past the response head
-    resp._buf = b""  # noqa: SLF001
+    out, err, sock, buf = _take_over(resp, out, err)
     if buf:
         if tty:
             out.write(bytes(buf))

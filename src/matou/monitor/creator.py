@@ -105,19 +105,25 @@ def _collect(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return msg, list(fds)
 
 
-def create_in_child(runtime: Any, job: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
-    """Fork a creator now and run ``job`` in it."""
+def _fork(child: Callable[[socket.socket], int]) -> tuple[int, socket.socket]:
+    """Fork a creator running ``child(its end of a socketpair) -> exit code``; our end comes back."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         a.close()
         code = 1
         try:
-            code = _answer(b, lambda reply: run_job(runtime, job, fds, reply))
+            code = child(b)
         finally:
             os._exit(code)
     b.close()
-    return _collect(a)
+    return pid, a
+
+
+def create_in_child(runtime: Any, job: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+    """Fork a creator now and run ``job`` in it."""
+    _pid, sock = _fork(lambda b: _answer(b, lambda reply: run_job(runtime, job, fds, reply)))
+    return _collect(sock)
 
 
 class Creator:
@@ -129,17 +135,7 @@ class Creator:
 
     @classmethod
     def fork(cls, runtime_for: Callable[[dict[str, Any]], Any]) -> Creator:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:
-            a.close()
-            code = 1
-            try:
-                code = _wait_for_job(b, runtime_for)
-            finally:
-                os._exit(code)
-        b.close()
-        return cls(pid, a)
+        return cls(*_fork(lambda b: _wait_for_job(b, runtime_for)))
 
     def run(self, job: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         try:
