@@ -4,16 +4,14 @@ One small, single-threaded process per running container, forked from the spawne
 killed daemon loses nothing, because the monitor keeps the pipes drained, the log written and the exit
 status recorded (``<state_dir>/exit.json``), and answers the restarted daemon on ``<state_dir>/monitor.sock``.
 
-Life: create the container (init stopped before exec; with the built-in runtime the reply goes out as soon as
-the init is cloned, and its setup overlaps the daemon's attach, "start" then checks that it got ready) -> reply
-to the daemon -> wait for "start" (so attach streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
+Life: create the container (init stopped before exec) -> reply to the daemon -> wait for "start" (so attach
+streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
 -> record the exit -> delete the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -191,11 +189,13 @@ class Monitor:
             pass
 
     def _in_creator(self, op: str, fds: list[int]) -> tuple[dict[str, Any], list[int]]:
-        """Run a creator job (see creator.py): in the creator forked ahead, or in one forked now."""
+        """Run a creator job (see creator.py): in the creator forked ahead, or in one forked now. With the
+        built-in runtime the reply comes as soon as the init is cloned; its setup overlaps the daemon's
+        attach, and "start" checks that it got ready."""
         job = {"op": op, "id": self.cfg.id, "bundle": self.cfg.bundle}
         creator, self.creator = self.creator, None
         if creator is not None:
-            job["config"] = dataclasses.asdict(self.cfg)
+            job["config"] = dict(vars(self.cfg))  # flat fields: no need for asdict's deep copy
             return creator.run(job, fds)
         return create_in_child(self.runtime, job, fds)
 

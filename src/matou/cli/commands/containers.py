@@ -62,14 +62,18 @@ class Tracer:
         w(f"  {'total':<34}{(time.perf_counter() - self.t0) * 1000:8.2f} ms\n")
 
 
-def _create(ctx: Ctx, opts: dict[str, Any], image: str, cmd: list[str], tracer: Tracer | None = None) -> str | None:
+def _create_body(opts: dict[str, Any], image: str, cmd: list[str]) -> tuple[dict[str, Any], str | None]:
     from matou.cli.commands.runopts import build_create_body
 
     try:
-        body, name = build_create_body(opts, image, cmd)
+        return build_create_body(opts, image, cmd)
     except UsageError as e:
         _err(f"matou: {e}\nSee 'matou run --help'.")
         raise SystemExit(125) from None
+
+
+def _create(ctx: Ctx, opts: dict[str, Any], image: str, cmd: list[str], tracer: Tracer | None = None) -> str | None:
+    body, name = _create_body(opts, image, cmd)
     api = ctx.api()
     pull = opts.get("pull") or "missing"
     if pull not in ("missing", "always", "never"):
@@ -201,14 +205,9 @@ def _run_one_request(ctx: Ctx, opts: dict[str, Any], image: str, cmd: list[str],
     """`run` with output only (no -d/-i/-t) in one request to matoud (/containers/run) instead of create,
     attach, wait and start. None when the daemon can't do it here (an image to pull, an older daemon): the
     caller then takes the usual path."""
-    from matou.cli.commands.runopts import build_create_body
     from matou.client.stream import pump_run
 
-    try:
-        body, name = build_create_body(opts, image, cmd)
-    except UsageError as e:
-        _err(f"matou: {e}\nSee 'matou run --help'.")
-        raise SystemExit(125) from None
+    body, name = _create_body(opts, image, cmd)
     try:
         resp = ctx.api().container_run(body, name, opts.get("platform"), bool(opts["rm"]), trace=tracer.on)
     except APIError as e:

@@ -121,13 +121,8 @@ async def run(request: web.Request) -> web.StreamResponse:
     body and query are those of /containers/create plus ``remove``. Errors before the container exists are
     ordinary JSON errors; then the connection is hijacked and carries Docker's multiplexed frames, with
     stream 3 holding JSON control messages: ``{"Id"}`` first, ``{"StatusCode"[, "Error"][, "Trace"]}`` last."""
-    from matou.daemon.api.validation import _body_schemas, check
-
     s = _ctr(request)
-    body = await _json_body(request)
-    entry = _body_schemas().get(("POST", "/containers/create"))
-    if entry is not None and body:
-        body = check(body, entry[1], entry[0])
+    body = await _json_body(request)  # checked against /containers/create's schema by body_middleware
     if (body or {}).get("Tty") or (body or {}).get("OpenStdin"):
         raise InvalidArgument("/containers/run streams output only: use create, attach and start for a tty or stdin")
     created = await s.create(body, request.query.get("name") or None, request.query.get("platform"))

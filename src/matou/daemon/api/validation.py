@@ -48,7 +48,14 @@ def _body_schemas() -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
                 ref = schema.get("$ref", "")
                 name = ref.rsplit("/", 1)[-1] if ref else (op.get("operationId") or "body")
                 out[(method.upper(), path)] = (name, schema)
+    for ext, same in _EXTENSION_BODIES.items():
+        if same in out:
+            out[ext] = out[same]
     return out
+
+
+# matou's own operations (docs/compat.md) whose body is a documented operation's
+_EXTENSION_BODIES = {("POST", "/containers/run"): ("POST", "/containers/create")}
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
