@@ -394,3 +394,17 @@ def test_one_request_run(daemon: Daemon, busybox: str) -> None:
     r = daemon.cli("run", "--rm", "--name", "one-req-2", busybox, "nosuch", check=False)
     assert r.returncode == 127 and b"executable file not found" in r.stderr
     assert "one-req-2" not in daemon.out("ps", "-a", "--format", "{{.Names}}")
+
+
+def test_cli_hot_paths_stay_light(daemon: Daemon, busybox: str) -> None:
+    """`run`, `ps` and `version` must not import json or re (re alone pulls in enum, functools and
+    collections: ~15 ms of CPU per command, the largest single item of the CLI's cost)."""
+    launcher = f"import sys; sys.path.insert(0, {SRC!r}); from matou.cli.main import run; run()"
+    cli = [sys.executable, "-IS", "-X", "importtime", "-c", launcher]  # as the installed launcher starts it
+    env = {"MATOU_HOST": daemon.host, "PATH": os.environ.get("PATH", "")}
+    for args in (["run", "--rm", "--network", "none", busybox, "echo", "hi"], ["ps"], ["version"]):
+        r = subprocess.run(cli + args, capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.decode().splitlines()
+                    if line.startswith("import time:") and "|" in line}
+        assert not imported & {"json", "re", "enum", "argparse"}, (args, sorted(imported))
