@@ -64,6 +64,29 @@ class MonitorConnection:
         return msg
 
 
+class PendingMonitor:
+    """A monitor asked for with Spawner.begin()."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait_for_go: bool) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.wait_for_go = wait_for_go
+
+    async def go(self) -> tuple[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter]:
+        """Create the container; returns the monitor's first reply and the control channel."""
+        if self.wait_for_go:
+            self.writer.write(P.line({"op": "go"}))
+        await self.writer.drain()
+        msg = await _read_line(self.reader)
+        if not msg.get("ok"):
+            self.writer.close()
+            _raise(msg)
+        return msg, self.reader, self.writer
+
+    def abort(self) -> None:
+        self.writer.close()
+
+
 class Spawner:
     """Starts and restarts the spawner process; hands out monitor control channels."""
 
@@ -88,6 +111,11 @@ class Spawner:
 
     async def spawn(self, config: dict[str, Any]) -> tuple[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter]:
         """Ask for a monitor; returns its first reply (container created) and the control channel."""
+        return await (await self.begin(config, wait_for_go=False)).go()
+
+    async def begin(self, config: dict[str, Any], *, wait_for_go: bool = True) -> PendingMonitor:
+        """Ask for a monitor before the bundle is ready: it sets itself up meanwhile, and creates the container
+        on ``go()``. ``abort()`` (or closing) lets it go without creating anything."""
         await self.ensure()
         try:
             reader, writer = await asyncio.open_unix_connection(self.sock_path, limit=1 << 20)
@@ -95,13 +123,8 @@ class Spawner:
             self.proc = None
             await self.ensure()
             reader, writer = await asyncio.open_unix_connection(self.sock_path, limit=1 << 20)
-        writer.write(P.line(config))
-        await writer.drain()
-        msg = await _read_line(reader)
-        if not msg.get("ok"):
-            writer.close()
-            _raise(msg)
-        return msg, reader, writer
+        writer.write(P.line({**config, "wait_for_go": True} if wait_for_go else config))
+        return PendingMonitor(reader, writer, wait_for_go)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -51,6 +51,9 @@ class MonitorConfig:
     cgroup_parent: str = "/matou"
     socket_path: str = ""  # default <state_dir>/monitor.sock; AF_UNIX paths are limited to 107 bytes
     requested_at: float = 0.0  # the daemon's time.monotonic() when it asked for this monitor (for --trace)
+    # the daemon asks before the bundle exists and sends {"op": "go"} once it does: the monitor's own setup
+    # overlaps the daemon's rootfs mount and bundle writing instead of following them
+    wait_for_go: bool = False
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MonitorConfig:
@@ -110,9 +113,10 @@ def make_runtime(cfg: MonitorConfig) -> Any:
 
 class Monitor:
     def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None,
-                 creator: Creator | None = None) -> None:
+                 creator: Creator | None = None, ctl_buffered: bytes = b"") -> None:
         self.cfg = cfg
         self.ctl = ctl
+        self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}
         self.out_fds: dict[int, int] = {}  # container output fd -> stream
@@ -120,6 +124,9 @@ class Monitor:
         self.stdin_buf = bytearray()
         self.master: int | None = None
         self.init_pid = 0
+        # A reference to the init's mount namespace. Without one, the kernel unmounts the container's ~15 mounts
+        # inside the init's exit, before its parent is notified: ~1 ms on the path from exit to `wait` here.
+        self.mnt_ns_fd = -1
         self.exit_status: int | None = None
         self.exited_at = 0.0
         self.reaped_mono = 0.0
@@ -152,12 +159,6 @@ class Monitor:
             os.unlink(os.path.join(self.cfg.state_dir, "exit.json"))
         if self.cfg.log_path:
             self.log = LogWriter(self.cfg.log_path, self.cfg.log_max_size, self.cfg.log_max_file)
-        t1 = time.monotonic()
-        try:
-            self._create()
-        except Exception as e:
-            self._reply_ctl({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)})
-            return 1
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock_path)
@@ -168,18 +169,47 @@ class Monitor:
         self.sel.register(self.sig_r, selectors.EVENT_READ, ("signal", None))
         with open(os.path.join(self.cfg.state_dir, "monitor.pid"), "w") as f:
             f.write(str(os.getpid()))
+        t1 = time.monotonic()
+        if self.cfg.wait_for_go and not self._wait_for_go():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.sock_path)
+            return 0
+        t_go = time.monotonic()
+        try:
+            self._create()
+        except Exception as e:
+            self._reply_ctl({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)})
+            return 1
         t2 = time.monotonic()
         self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid(),
                          "trace": {"spawn (connect, fork)": round((t0 - self.cfg.requested_at) * 1000, 3)
                                    if self.cfg.requested_at else 0.0,
                                    "monitor setup": round((t1 - t0) * 1000, 3),
-                                   "runtime create": round((t2 - t1) * 1000, 3)}})
-        ctl = Client(self.ctl, "ctl")
+                                   "runtime create": round((t2 - t_go) * 1000, 3)}})
+        ctl = Client(self.ctl, "ctl", inbuf=self.ctl_buffered)
         self.ctl.setblocking(False)
         self.clients[self.ctl.fileno()] = ctl
         self.sel.register(self.ctl, selectors.EVENT_READ, ("client", ctl))
         self._loop()
         return 0
+
+    def _wait_for_go(self) -> bool:
+        """Block until the daemon's {"op": "go"} (its bundle is written); False if it gave up instead (closed
+        the connection or sent anything else): there is nothing to clean up yet."""
+        buf = self.ctl_buffered
+        while b"\n" not in buf:
+            try:
+                data = self.ctl.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            buf += data
+        line, self.ctl_buffered = buf.split(b"\n", 1)
+        try:
+            return json.loads(line).get("op") == "go"
+        except (ValueError, AttributeError):
+            return False
 
     def _reply_ctl(self, msg: dict[str, Any]) -> None:
         try:
@@ -237,6 +267,8 @@ class Monitor:
                 _nonblock(in_w)
             self.stdin_fd = in_w
         self.init_pid = pid
+        with contextlib.suppress(OSError):
+            self.mnt_ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         for fd in self.out_fds:
             self.sel.register(fd, selectors.EVENT_READ, ("out", None))
 
@@ -683,9 +715,12 @@ class Monitor:
             with contextlib.suppress(OSError):
                 c.sock.close()
         self.clients.clear()
+        if self.mnt_ns_fd >= 0:  # the container's mounts go now, after its exit was reported
+            os.close(self.mnt_ns_fd)
         with contextlib.suppress(Exception):
             self.runtime.delete(self.cfg.id, force=True)
 
 
-def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, creator: Creator | None = None) -> int:
-    return Monitor(cfg, ctl, runtime, creator).run()
+def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, creator: Creator | None = None,
+                ctl_buffered: bytes = b"") -> int:
+    return Monitor(cfg, ctl, runtime, creator, ctl_buffered).run()

@@ -44,14 +44,16 @@ def _preload() -> None:
         import matou.runtime.ocicli  # noqa: F401
 
 
-def _read_request(conn: socket.socket) -> dict | None:
+def _read_request(conn: socket.socket) -> tuple[dict, bytes] | None:
+    """The request line, and whatever followed it (the daemon's "go" may be in the same read)."""
     buf = b""
     while b"\n" not in buf:
         data = conn.recv(65536)
         if not data:
             return None
         buf += data
-    return json.loads(buf.split(b"\n", 1)[0])
+    line, rest = buf.split(b"\n", 1)
+    return json.loads(line), rest
 
 
 def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
@@ -66,7 +68,7 @@ def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
 
 
 def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any,
-                    creator: Creator | None = None) -> None:
+                    creator: Creator | None = None, rest: bytes = b"") -> None:
     listener.close()
     os.setsid()  # its own session: signals to the daemon's process group never reach it
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -85,7 +87,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, run
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn, runtime, creator)
+        code = run_monitor(cfg, conn, runtime, creator, rest)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -177,13 +179,14 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
         while True:
             conn, _ = listener.accept()
             try:
-                req = _read_request(conn)
+                got = _read_request(conn)
             except (OSError, ValueError):
                 conn.close()
                 continue
-            if req is None:
+            if got is None:
                 conn.close()
                 continue
+            req, rest = got
             break
         libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a monitor outlives spawner and daemon
         with contextlib.suppress(OSError):
@@ -193,7 +196,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             runtime = _runtime_for(runtimes, req)
         except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
             runtime = None
-        _become_monitor(listener, conn, req, runtime, creator)
+        _become_monitor(listener, conn, req, runtime, creator, rest)
     finally:
         os._exit(1)
 

@@ -384,8 +384,24 @@ class ContainersService:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(bdir, stale))
         tr = Trace()
-        rootfs = self._mount_rootfs(c)
-        tr.step("mount rootfs (overlay)")
+        log_cfg = hc.get("LogConfig") or {}
+        opts = dict(self.cfg.log_opts)
+        opts.update(log_cfg.get("Config") or {})
+        runtime = c.runtime or self.cfg.default_runtime
+        mcfg = {
+            "id": c.id, "bundle": bdir, "state_dir": bdir, "tty": bool(c.config.get("Tty")),
+            "open_stdin": bool(c.config.get("OpenStdin")), "stdin_once": bool(c.config.get("StdinOnce")),
+            "log_path": c.log_path or None, "log_max_size": parse_size(opts.get("max-size")),
+            "log_max_file": int(opts.get("max-file") or 1), "runtime": runtime,
+            "runtime_binary": (self.cfg.runtimes.get(runtime) or {}).get("path"),
+            "runtime_root": os.path.join(self.runtime_root, runtime),
+            "cgroup_parent": hc.get("CgroupParent") or "/matou",
+            "socket_path": self._sock(c.id),
+            "requested_at": time.monotonic(),
+        }
+        # the monitor is asked for first: its fork and setup overlap the mount and the bundle below
+        pending = await self.spawner.begin(mcfg)
+        tr.step("ask for a monitor")
         net_mode = hc.get("NetworkMode") or "bridge"
         netns: str | None = None
         addresses: list[str] = []
@@ -394,6 +410,8 @@ class ContainersService:
         net_plan = None
         spawned: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
+            rootfs = self._mount_rootfs(c)
+            tr.step("mount rootfs (overlay)")
             plans = B.parse_mounts(c)
             known = {m["Destination"]: m for m in c.mounts}
             for p in plans:
@@ -420,23 +438,8 @@ class ContainersService:
                            ipc_path=self._namespace_path(ipc, "ipc") if ipc not in ("", "private", "shareable") else None,
                            pid_path=self._namespace_path(pid_mode, "pid") if pid_mode else None,
                            uts_host=hc.get("UTSMode") == "host")
-            log_cfg = hc.get("LogConfig") or {}
-            opts = dict(self.cfg.log_opts)
-            opts.update(log_cfg.get("Config") or {})
-            runtime = c.runtime or self.cfg.default_runtime
-            mcfg = {
-                "id": c.id, "bundle": bdir, "state_dir": bdir, "tty": bool(c.config.get("Tty")),
-                "open_stdin": bool(c.config.get("OpenStdin")), "stdin_once": bool(c.config.get("StdinOnce")),
-                "log_path": c.log_path or None, "log_max_size": parse_size(opts.get("max-size")),
-                "log_max_file": int(opts.get("max-file") or 1), "runtime": runtime,
-                "runtime_binary": (self.cfg.runtimes.get(runtime) or {}).get("path"),
-                "runtime_root": os.path.join(self.runtime_root, runtime),
-                "cgroup_parent": hc.get("CgroupParent") or "/matou",
-                "socket_path": self._sock(c.id),
-                "requested_at": time.monotonic(),
-            }
             tr.step("bundle (config.json, /etc files)")
-            msg, reader, writer = await self.spawner.spawn(mcfg)
+            msg, reader, writer = await pending.go()
             spawned = reader, writer
             tr.step("monitor + runtime create")
             for k, v in (msg.get("trace") or {}).items():
@@ -453,6 +456,7 @@ class ContainersService:
                     self._save(c)  # c.network_settings: sandbox, ports
                 tr.step("network (veth, addresses, routes, ports)")
         except BaseException as e:
+            pending.abort()  # a monitor still waiting for "go" then leaves without creating anything
             if spawned is not None:  # the init waits for "start": end it, the monitor then cleans up and exits
                 with contextlib.suppress(Exception):
                     spawned[1].write(b'{"op": "kill", "signal": 9}\n')
