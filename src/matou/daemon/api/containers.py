@@ -448,7 +448,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     s._publish("exec_start: " + " ".join(e.config.get("Cmd") or []), c, {"execID": e.id})
     if client is None:
         mwriter.close()
-        asyncio.get_running_loop().create_task(_track_detached(s, e))
+        s.track(_track_detached(s, e))
         return web.Response(status=200)
     try:
         res = await relay(client, mreader, mwriter, tty=tty, stdin=want_in,
@@ -457,7 +457,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
             e.exit_code = int(res["exit_code"])
             e.running = False
         elif not res.get("detached"):
-            asyncio.get_running_loop().create_task(_track_detached(s, e))
+            s.track(_track_detached(s, e))
     finally:
         client.close()
     if e.exit_code is not None:

@@ -132,6 +132,7 @@ class ContainersService:
         self._last_exit: dict[str, int] = {}
         self._exits: dict[str, int] = {}  # exits seen per container, for wait(next-exit)
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # see track()
         self.traces: dict[str, dict[str, float]] = {}  # last start's step durations, popped by the API
         self._removed_waiters: dict[str, int] = {}  # wait(condition=removed) calls in progress, per container
 
@@ -155,7 +156,7 @@ class ContainersService:
                 continue
             if pol == "always" or (pol == "unless-stopped" and not c.manually_stopped):
                 if c.has_been_started:
-                    asyncio.get_running_loop().create_task(self._try_start(c.id))
+                    self.track(self._try_start(c.id))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -893,9 +894,18 @@ class ContainersService:
         self._background(c.id, self._dispose(c))
 
     def _background(self, cid: str, coro: Any) -> None:
+        """A cleanup task; settle() waits for these."""
         task = asyncio.get_running_loop().create_task(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    def track(self, coro: Any) -> None:
+        """Run ``coro`` as a task this service holds on to: the event loop keeps only weak references, and a
+        pending task that nobody references is collected mid-await (a restart after the daemon's own restart
+        was lost that way: GeneratorExit inside the start recorded exit code 128)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _unmount_later(self, c: Container) -> None:
         async with self._lock(c.id):
