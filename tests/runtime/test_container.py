@@ -269,3 +269,50 @@ def test_joining_an_existing_network_namespace(builtin, bundles):
     builtin.rt.kill("ns1", 9)
     builtin.wait(pid1)
     builtin.rt.delete("ns1")
+
+
+def test_launch_hinted_plans_in_the_init(builtin, bundles):
+    """launch_hinted(): the caller clones with the hint only; the init reads config.json itself. The result is
+    the container create() makes (seccomp program on disk for exec, cgroups, state); a config.json that
+    disagrees with the hint, or that is invalid, fails the launch with create()'s own error, leaving nothing."""
+    from matou.errors import InvalidArgument
+    from matou.runtime.spec import launch_hint
+
+    rt = builtin.rt
+    b = bundles.make("hinted", ["sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo out"])
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
+    builtin.ids.append("hinted")
+    try:
+        launch = rt.launch_hinted("hinted", b, launch_hint(bundles.config(b)), stdio=(null, w, w))
+    finally:
+        os.close(w)
+        os.close(null)
+    builtin.pids.append(launch.pid)
+    rt.ready(launch)
+    assert rt.state("hinted")["status"] == "created"
+    assert os.path.exists(os.path.join(rt.root, "hinted", "seccomp.bpf"))
+    rt.start("hinted")
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    assert builtin.wait(launch.pid) == 0
+    assert b"Seccomp:\t2" in out and out.endswith(b"out\n"), out
+    rt.delete("hinted")
+
+    for name, edit, words in (("moved", lambda c: c["linux"].update(cgroupsPath=c["linux"]["cgroupsPath"] + "-x"),
+                                "cgroupsPath"),
+                               ("noargs", lambda c: c["process"].update(args=[]), "process.args")):
+        b = bundles.make(name, ["true"])
+        hint = launch_hint(bundles.config(b))
+        cfg = bundles.config(b)
+        edit(cfg)
+        bundles.save_config(b, cfg)
+        builtin.ids.append(name)
+        launch = rt.launch_hinted(name, b, hint)
+        with pytest.raises(InvalidArgument) as ei:
+            rt.ready(launch, reap=True)
+        assert words in str(ei.value)
+        with pytest.raises(NotFound):
+            rt.state(name)  # nothing left behind

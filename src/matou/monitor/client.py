@@ -72,10 +72,12 @@ class PendingMonitor:
         self.writer = writer
         self.wait_for_go = wait_for_go
 
-    async def go(self) -> tuple[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter]:
-        """Create the container; returns the monitor's first reply and the control channel."""
+    async def go(self, launch_hint: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter]:
+        """Create the container; returns the monitor's first reply and the control channel. ``launch_hint``
+        (runtime.spec.launch_hint of the bundle's config.json) lets the built-in runtime clone at once."""
         if self.wait_for_go:
-            self.writer.write(P.line({"op": "go"}))
+            self.writer.write(P.line({"op": "go", "launch_hint": launch_hint} if launch_hint else {"op": "go"}))
         await self.writer.drain()
         msg = await _read_line(self.reader)
         if not msg.get("ok"):

@@ -5,16 +5,16 @@ copy-on-write pages it shares with the spawner and keep them for the container's
 memory per container, measured). The creator dies with those pages; the init it clones is re-parented to the
 monitor, a child subreaper.
 
-A spare monitor forks its creator ahead (``Creator.fork``), while it waits for a request: forking a process of
-this size takes ~2 ms until the child runs, which is then off the ``run`` path. Without one (a monitor started
-some other way), ``create_in_child`` forks on demand. Either way the job is data: an operation, the container's
-id and bundle, its stdio fds; the answer is ``{"pid"}`` plus fds (the pty master, the readiness fd), or an error.
+The common case needs no creator: with the daemon's launch hint, the monitor clones the init itself and the
+init plans from config.json (BuiltinRuntime.launch_hinted). Creators serve the rest: a tty (the init sends the
+pty back through a console socket), and the OCI runtime CLIs (runc, crun). The job is data: an operation, the
+container's id and bundle, its stdio fds; the answer is ``{"pid"}`` plus fds (the pty master, the readiness fd),
+or an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -37,21 +37,15 @@ class CreateError(Exception):
 Reply = Callable[[dict[str, Any], list[int]], None]
 
 
-def run_job(runtime: Any, job: dict[str, Any], fds: list[int], reply: Reply | None = None,
-            netns_premade: int | None = None) -> tuple[dict[str, Any], list[int]] | None:
+def run_job(runtime: Any, job: dict[str, Any], fds: list[int],
+            reply: Reply | None = None) -> tuple[dict[str, Any], list[int]] | None:
     """Do the job; the answer is returned, or (``launch`` with ``reply``) sent as soon as the init is cloned,
-    so the monitor goes on while this process makes the cgroups and writes the state. Returns None then.
-    ``netns_premade``: see BuiltinRuntime.launch (only the built-in runtime's launch uses it)."""
+    so the monitor goes on while this process makes the cgroups and writes the state. Returns None then."""
     op, cid, bundle = job["op"], job["id"], job["bundle"]
-    if netns_premade is not None and op != "launch":
-        from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
-
-        setns(netns_premade, CLONE_NEWNET)  # other runtimes and paths make their own
     if op == "launch":
         if reply is not None:
             runtime.launch(cid, bundle, stdio=(fds[0], fds[1], fds[2]),
-                           on_cloned=lambda launch: reply({"pid": launch.pid}, [launch.ready_fd]),
-                           netns_premade=netns_premade)
+                           on_cloned=lambda launch: reply({"pid": launch.pid}, [launch.ready_fd]))
             return None
         launch = runtime.launch(cid, bundle, stdio=(fds[0], fds[1], fds[2]))
         return {"pid": launch.pid}, [launch.ready_fd]
@@ -122,47 +116,14 @@ def _fork(child: Callable[[socket.socket], int]) -> tuple[int, socket.socket]:
 
 def create_in_child(runtime: Any, job: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
     """Fork a creator now and run ``job`` in it."""
-    _pid, sock = _fork(lambda b: _answer(b, lambda reply: run_job(runtime, job, fds, reply)))
+
+    def child(sock: socket.socket) -> int:
+        # the monitor's signal handling must not reap the init this process clones
+        for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.setsid()  # the init is cloned from here: keep it out of the monitor's session and process group
+        return _answer(sock, lambda reply: run_job(runtime, job, fds, reply))
+
+    _pid, sock = _fork(child)
     return _collect(sock)
-
-
-class Creator:
-    """A creator forked ahead; ``runtime_for(config dict)`` gives it the runtime once the job names one."""
-
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid = pid
-        self.sock = sock
-
-    @classmethod
-    def fork(cls, runtime_for: Callable[[dict[str, Any]], Any]) -> Creator:
-        return cls(*_fork(lambda b: _wait_for_job(b, runtime_for)))
-
-    def run(self, job: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
-        try:
-            socket.send_fds(self.sock, [json.dumps(job).encode()], fds)
-        except OSError as e:
-            self.sock.close()
-            err = CreateError(f"the container creator is gone: {e}")
-            raise err from None
-        return _collect(self.sock)
-
-
-def _wait_for_job(sock: socket.socket, runtime_for: Callable[[dict[str, Any]], Any]) -> int:
-    # signal handling inherited from the spawner must not reap the init this process clones
-    for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, signal.SIG_DFL)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an unused creator goes with its monitor
-    premade: int | None = None
-    try:
-        from matou.runtime.builtin import premake_netns
-
-        premade = premake_netns()  # while idle: most containers get a network namespace of their own
-    except Exception:  # noqa: BLE001 - then the clone makes it, as without a creator forked ahead
-        premade = None
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-    if not data:
-        return 0
-    job = json.loads(data)
-    os.setsid()  # the init is cloned from here: keep it out of the spawner's session and process group
-    return _answer(sock, lambda reply: run_job(runtime_for(job["config"]), job, list(fds), reply, premade))

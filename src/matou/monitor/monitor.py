@@ -27,7 +27,7 @@ from typing import Any
 
 from matou.logs.jsonfile import Writer as LogWriter
 from matou.monitor import protocol as P
-from matou.monitor.creator import Creator, create_in_child
+from matou.monitor.creator import create_in_child
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CLIENT_BUFFER = 16 << 20
@@ -112,11 +112,15 @@ def make_runtime(cfg: MonitorConfig) -> Any:
 
 
 class Monitor:
-    def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None,
-                 creator: Creator | None = None, ctl_buffered: bytes = b"") -> None:
+    def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
+                 netns_host_fd: int = -1) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
+        self.launch_hint: dict[str, Any] | None = None  # sent with "go": see runtime.spec.launch_hint
+        # this process sits in a network namespace made while it was a spare (see premake_netns); this fd is
+        # the host's, to go back to once the init is cloned
+        self.netns_host_fd = netns_host_fd
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}
         self.out_fds: dict[int, int] = {}  # container output fd -> stream
@@ -136,7 +140,6 @@ class Monitor:
         self.exec_by_fd: dict[int, ExecSession] = {}
         self.runtime = runtime if runtime is not None else make_runtime(cfg)
         self.launch: Any = None  # the built-in runtime's init, until start checks that it is ready
-        self.creator = creator  # forked ahead by a spare monitor; used once
         self.log: LogWriter | None = None
         self.started = False
         self.sock_path = cfg.socket_path or os.path.join(cfg.state_dir, "monitor.sock")
@@ -207,9 +210,13 @@ class Monitor:
             buf += data
         line, self.ctl_buffered = buf.split(b"\n", 1)
         try:
-            return json.loads(line).get("op") == "go"
-        except (ValueError, AttributeError):
+            msg = json.loads(line)
+        except ValueError:
             return False
+        if not isinstance(msg, dict) or msg.get("op") != "go":
+            return False
+        self.launch_hint = msg.get("launch_hint")
+        return True
 
     def _reply_ctl(self, msg: dict[str, Any]) -> None:
         try:
@@ -219,15 +226,29 @@ class Monitor:
             pass
 
     def _in_creator(self, op: str, fds: list[int]) -> tuple[dict[str, Any], list[int]]:
-        """Run a creator job (see creator.py): in the creator forked ahead, or in one forked now. With the
-        built-in runtime the reply comes as soon as the init is cloned; its setup overlaps the daemon's
-        attach, and "start" checks that it got ready."""
-        job = {"op": op, "id": self.cfg.id, "bundle": self.cfg.bundle}
-        creator, self.creator = self.creator, None
-        if creator is not None:
-            job["config"] = dict(vars(self.cfg))  # flat fields: no need for asdict's deep copy
-            return creator.run(job, fds)
-        return create_in_child(self.runtime, job, fds)
+        """Run a creator job (see creator.py) in a child forked now. With the built-in runtime the reply comes
+        as soon as the init is cloned; its setup overlaps the daemon's attach, and "start" checks that it got
+        ready."""
+        self._leave_premade_netns()
+        return create_in_child(self.runtime, {"op": op, "id": self.cfg.id, "bundle": self.cfg.bundle}, fds)
+
+    def _launch_here(self, stdio: tuple[int, int, int]) -> tuple[int, int]:
+        """The common case (built-in runtime, no tty, the daemon's launch hint): clone the init from this
+        process, which needs no config.json, and leave all planning to the init. Returns (pid, ready fd)."""
+        try:
+            launch = self.runtime.launch_hinted(self.cfg.id, self.cfg.bundle, self.launch_hint, stdio=stdio,
+                                                netns_premade=self.netns_host_fd if self.netns_host_fd >= 0 else None)
+        finally:
+            self._leave_premade_netns()
+        return launch.pid, launch.ready_fd
+
+    def _leave_premade_netns(self) -> None:
+        if self.netns_host_fd >= 0:
+            from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
+
+            setns(self.netns_host_fd, CLONE_NEWNET)
+            os.close(self.netns_host_fd)
+            self.netns_host_fd = -1
 
     def _create(self) -> None:
         deferred = hasattr(self.runtime, "launch")  # the built-in runtime: readiness is checked at start
@@ -248,10 +269,14 @@ class Monitor:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             try:
-                msg, fds = self._in_creator("launch" if deferred else "create", [in_r, out_w, err_w])
-                pid = int(msg["pid"])
-                if deferred:
-                    self.launch = self._launch_record(pid, fds[0])
+                if deferred and self.launch_hint and hasattr(self.runtime, "launch_hinted"):
+                    pid, ready_fd = self._launch_here((in_r, out_w, err_w))
+                    self.launch = self._launch_record(pid, ready_fd)
+                else:
+                    msg, fds = self._in_creator("launch" if deferred else "create", [in_r, out_w, err_w])
+                    pid = int(msg["pid"])
+                    if deferred:
+                        self.launch = self._launch_record(pid, fds[0])
             except BaseException:
                 for fd in (out_r, err_r) + ((in_w,) if in_w is not None else ()):
                     os.close(fd)
@@ -721,6 +746,6 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
-def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, creator: Creator | None = None,
-                ctl_buffered: bytes = b"") -> int:
-    return Monitor(cfg, ctl, runtime, creator, ctl_buffered).run()
+def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
+                netns_host_fd: int = -1) -> int:
+    return Monitor(cfg, ctl, runtime, ctl_buffered, netns_host_fd).run()

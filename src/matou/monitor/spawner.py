@@ -25,8 +25,9 @@ import sys
 import time
 from typing import Any
 
-from matou.monitor.creator import Creator
 from matou.monitor.monitor import MonitorConfig, make_runtime, run_monitor
+from matou.runtime.builtin import premake_netns
+from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
 
 PR_SET_PDEATHSIG = 1
 SPARE_DELAY = 0.03  # seconds
@@ -44,7 +45,7 @@ def _preload() -> None:
         import matou.runtime.ocicli  # noqa: F401
 
 
-def _read_request(conn: socket.socket) -> tuple[dict, bytes] | None:
+def _read_request(conn: socket.socket) -> tuple[bytes, bytes] | None:
     """The request line, and whatever followed it (the daemon's "go" may be in the same read)."""
     buf = b""
     while b"\n" not in buf:
@@ -53,22 +54,22 @@ def _read_request(conn: socket.socket) -> tuple[dict, bytes] | None:
             return None
         buf += data
     line, rest = buf.split(b"\n", 1)
-    return json.loads(line), rest
+    return line, rest
 
 
 def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
     """One warmed runtime object per (runtime, root, cgroup parent), made here before the fork: every monitor
     then starts with the cgroup mounts and capability sets already looked up, in pages it shares with us."""
-    cfg = MonitorConfig.from_json(req)
-    key = (cfg.runtime, cfg.runtime_root, cfg.cgroup_parent)
+    key = (req.get("runtime", MonitorConfig.runtime), req.get("runtime_root", MonitorConfig.runtime_root),
+           req.get("cgroup_parent", MonitorConfig.cgroup_parent))
     rt = cache.get(key)
-    if rt is None:
-        rt = cache[key] = make_runtime(cfg)
+    if rt is None:  # a spare that finds its runtime here (the usual case) runs none of this
+        rt = cache[key] = make_runtime(MonitorConfig.from_json(req))
     return rt
 
 
-def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any,
-                    creator: Creator | None = None, rest: bytes = b"") -> None:
+def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any, rest: bytes = b"",
+                    netns_host_fd: int = -1) -> None:
     listener.close()
     os.setsid()  # its own session: signals to the daemon's process group never reach it
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -87,7 +88,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, run
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn, runtime, creator, rest)
+        code = run_monitor(cfg, conn, runtime, rest, netns_host_fd)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -138,11 +139,15 @@ def serve(path: str) -> None:
         # one spare at a time: forked ahead, it accepts the next request itself, so no fork (2.5 ms for a
         # process this size) and no extra hop sit between the daemon's connect and the monitor's first step
         r, w = os.pipe2(os.O_CLOEXEC)
+        netns_host_fd = _premake_netns()
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            _spare(listener, runtimes, w, parent, libc)
+            _spare(listener, runtimes, w, parent, libc, netns_host_fd)
         os.close(w)
+        if netns_host_fd >= 0:  # back to the host's; the spare stays in the one made for its container
+            setns(netns_host_fd, CLONE_NEWNET)
+            os.close(netns_host_fd)
         data = _read_line(r)  # the spare's request once it took one; nothing if it died first
         os.close(r)
         if not data:
@@ -168,14 +173,23 @@ def _read_line(fd: int) -> bytes:
     return buf
 
 
+def _premake_netns() -> int:
+    """A network namespace for the next spare's container, made here so that the spare inherits it without
+    running any of that code itself (each line of Python a monitor runs costs it private memory); returns an
+    fd of the host's namespace, or -1 (the init's clone then makes one)."""
+    try:
+        return premake_netns()
+    except Exception:  # noqa: BLE001
+        return -1
+
+
 def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], taken_w: int, parent: int,
-           libc: ctypes.CDLL) -> None:
+           libc: ctypes.CDLL, netns_host_fd: int) -> None:
     """Wait for a request, tell the spawner (which forks the next spare), become that request's monitor."""
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle spare dies with the spawner
         if os.getppid() != parent:
             os._exit(0)
-        creator = Creator.fork(lambda cfg: _runtime_for(runtimes, cfg))
         while True:
             conn, _ = listener.accept()
             try:
@@ -186,17 +200,22 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             if got is None:
                 conn.close()
                 continue
-            req, rest = got
+            line, rest = got
+            try:
+                req = json.loads(line)
+            except ValueError:
+                conn.close()
+                continue
             break
         libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a monitor outlives spawner and daemon
         with contextlib.suppress(OSError):
-            os.write(taken_w, json.dumps(req).encode() + b"\n")
+            os.write(taken_w, line + b"\n")
         os.close(taken_w)
         try:
             runtime = _runtime_for(runtimes, req)
         except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
             runtime = None
-        _become_monitor(listener, conn, req, runtime, creator, rest)
+        _become_monitor(listener, conn, req, runtime, rest, netns_host_fd)
     finally:
         os._exit(1)
 

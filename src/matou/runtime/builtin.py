@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +17,7 @@ import select
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from matou.errors import Conflict, InvalidArgument, NotFound, SystemError_, Unsupported
@@ -25,7 +26,7 @@ from matou.runtime.api import ExecError
 from matou.runtime.linux import caps as capmod
 from matou.runtime.linux import cgroups
 from matou.runtime.linux import syscalls as sc
-from matou.runtime.linux.init import ContainerPlan, ExecPlan, ProcessPlan, run_container_init, run_exec_init
+from matou.runtime.linux.init import ContainerPlan, ExecPlan, ProcessPlan, _send, run_container_init, run_exec_init
 from matou.runtime.linux.seccomp import BpfCache, profile_key
 from matou.runtime.state import FIFO, ContainerState, check_id, list_ids, proc_stat
 from matou.util.fs import atomic_write, rmtree
@@ -33,6 +34,8 @@ from matou.util.fs import atomic_write, rmtree
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _SIOCSIFFLAGS = 0x8914
 _EXEC_NS_ORDER = ("cgroup", "ipc", "uts", "network", "mount")  # mount last: it hides the host's /proc
+_PLANNING_ERRORS: dict[str, type[Exception]] = {
+    e.__name__: e for e in (InvalidArgument, NotFound, Unsupported, Conflict, SystemError_)}
 
 
 def _bring_up_loopback() -> None:
@@ -93,6 +96,17 @@ class Launch:
     id: str
     pid: int
     ready_fd: int
+
+
+@dataclass
+class _Namespaces:
+    """linux.namespaces: what the clone makes (``flags``), joins (``join``: path, flag; ``pid_join``)."""
+
+    flags: int = 0
+    join: list[tuple[str, int]] = field(default_factory=list)
+    pid_join: str | None = None
+    new_cgroupns: bool = False
+    mount: bool = False
 
 
 class BuiltinRuntime:
@@ -210,72 +224,144 @@ class BuiltinRuntime:
                     self.delete(launch.id, force=True)
             raise
 
+    def launch_hinted(self, container_id: str, bundle: str, hint: dict[str, Any], *,
+                      stdio: tuple[int, int, int] | None = None, on_cloned: Callable[[Launch], None] | None = None,
+                      netns_premade: int | None = None) -> Launch:
+        """launch() for a caller that already knows the parts of config.json the clone needs (``hint``, see
+        spec.launch_hint): this process clones at once and never parses config.json; the init reads it,
+        checks that it agrees with the hint, and plans itself before it builds its root filesystem. For the
+        monitor, which lives as long as its container: the planning (JSON, seccomp, capabilities) would
+        otherwise run in it, or in a helper process forked for it (a fork of a 20 MB Python process and its
+        exit cost ~8 ms of CPU per container here)."""
+        check_id(container_id)
+        bundle = os.path.abspath(bundle)
+        root = plan.rootfs_path(bundle, {"root": hint.get("root")})
+        ns = self._namespaces(hint.get("namespaces") or [])
+        cg = cgroups.Cgroup.plan(self._hier(), hint.get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}")
+
+        def child(fifo_fd: int, cg_r: int, w: int, new_net: bool) -> None:
+            try:
+                cplan, pplan, seccomp = self._plan_from_config(container_id, bundle, stdio, None, None, hint)
+                if seccomp is not None:  # exec's processes load the same program
+                    atomic_write(os.path.join(self._dir(container_id), "seccomp.bpf"), seccomp.bpf, sync=False)
+                cplan.fifo_fd, cplan.cgroup_wait_fd = fifo_fd, cg_r
+                cplan.join_ns = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns.join]
+            except BaseException as e:  # noqa: BLE001 - reported through the ready pipe, as the init's errors are
+                _send(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
+                os._exit(1)
+            self._child(cplan, pplan, w, new_net)
+
+        return self._clone_and_join(container_id, bundle, root, ns, cg, (hint.get("resources") or None), child,
+                                    dict(hint.get("annotations") or {}), None, None, on_cloned, netns_premade)
+
     def _launch(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
                 console_sock: int | None, pid_file: str | None,
                 on_cloned: Callable[[Launch], None] | None = None, netns_premade: int | None = None) -> Launch:
         check_id(cid)
         bundle = os.path.abspath(bundle)
         cfg = plan.load_config(bundle)
-        root = plan.rootfs_path(bundle, cfg)
+        cplan, pplan, seccomp = self._plan_from_config(cid, bundle, stdio, console_fd, console_sock, cfg=cfg)
         linux = cfg.get("linux") or {}
+        ns = self._namespaces(linux.get("namespaces") or [])
+        cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
+        join_fds: list[int] = []
+
+        def child(fifo_fd: int, cg_r: int, w: int, new_net: bool) -> None:
+            cplan.fifo_fd, cplan.cgroup_wait_fd = fifo_fd, cg_r
+            cplan.join_ns = [(fd, flag) for fd, (_path, flag) in zip(join_fds, ns.join, strict=True)]
+            self._child(cplan, pplan, w, new_net)
+
+        try:
+            for path, _flag in ns.join:  # opened here: a bad path fails the create, not the init
+                join_fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            return self._clone_and_join(cid, bundle, cplan.rootfs, ns, cg, linux.get("resources"), child,
+                                        dict(cfg.get("annotations") or {}), seccomp, pid_file, on_cloned,
+                                        netns_premade)
+        finally:
+            for fd in join_fds:
+                os.close(fd)
+
+    def _plan_from_config(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
+                          console_sock: int | None, hint: dict[str, Any] | None = None,
+                          cfg: dict[str, Any] | None = None,
+                          ) -> tuple[ContainerPlan, ProcessPlan, sc.SeccompProgram | None]:
+        """config.json (or ``cfg``, loaded from it) -> what the init executes (without its fds: fifo, cgroup
+        pipe, namespaces to join). All validation of the config happens here. With ``hint``, config.json must
+        agree with it."""
+        if cfg is None:
+            cfg = plan.load_config(bundle)
+        linux = cfg.get("linux") or {}
+        if hint is not None:
+            for key, ours in (("namespaces", linux.get("namespaces")), ("cgroupsPath", linux.get("cgroupsPath")),
+                              ("resources", linux.get("resources")), ("root", cfg.get("root"))):
+                if (ours or None) != (hint.get(key) or None):
+                    raise InvalidArgument(f"config.json's {key} is not what the runtime was told at launch")
+        root = plan.rootfs_path(bundle, cfg)
         proc = cfg["process"]
         if proc.get("terminal") and console_fd is None and console_sock is None:
             raise InvalidArgument("process.terminal is true: a console (pty slave or console socket) is needed")
+        ns = self._namespaces(linux.get("namespaces") or [])
+        seccomp, _key = self._seccomp(linux.get("seccomp"))
+        pplan = plan.process_plan(proc, seccomp, self._available_caps, self._last_cap)
+        pplan.stdio, pplan.console_fd, pplan.console_sock = stdio, console_fd, console_sock
+        cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
+        mounts = plan.mounts(cfg)
+        cplan = ContainerPlan(
+            id=cid, rootfs=root, readonly_root=bool((cfg.get("root") or {}).get("readonly")),
+            root_propagation=plan.root_propagation(linux), mount_ns=ns.mount, mounts=mounts,
+            devices=plan.devices(linux),
+            setup_dev=not any(m.destination.rstrip("/") == "/dev" and m.is_bind for m in mounts),
+            cgroup_procs=[], cgroup_binds=[(d, os.path.basename(mp)) for mp, d in cg.dirs.items()],
+            cgroup_v2=cg.version == 2, new_cgroupns=ns.new_cgroupns, join_ns=[], hostname=cfg.get("hostname"),
+            domainname=cfg.get("domainname"), sysctls=plan.sysctls(linux),
+            masked=list(linux.get("maskedPaths") or []), readonly=list(linux.get("readonlyPaths") or []),
+            fifo_fd=-1, cgroup_wait_fd=-1,
+        )
+        return cplan, pplan, seccomp
+
+    @staticmethod
+    def _namespaces(namespaces: list[dict[str, Any]]) -> _Namespaces:
+        ns = _Namespaces()
+        for entry in namespaces:
+            kind = entry.get("type", "")
+            flag = sc.NS_FLAGS.get(kind)
+            if flag is None:
+                raise InvalidArgument(f"unknown namespace type {kind!r}")
+            if kind == "user":
+                raise Unsupported("user namespaces are not supported by the built-in runtime")
+            if kind == "mount":
+                ns.mount = True
+            if entry.get("path"):
+                if kind == "pid":
+                    ns.pid_join = entry["path"]
+                else:
+                    ns.join.append((entry["path"], flag))
+            elif kind == "cgroup":
+                ns.new_cgroupns = True  # after joining the cgroup, so its root is the container's
+            else:
+                ns.flags |= flag
+        return ns
+
+    def _clone_and_join(self, cid: str, bundle: str, root: str, ns: _Namespaces, cg: cgroups.Cgroup,
+                        resources: dict[str, Any] | None, child: Callable[[int, int, int, bool], None],
+                        annotations: dict[str, str], seccomp: sc.SeccompProgram | None, pid_file: str | None,
+                        on_cloned: Callable[[Launch], None] | None, netns_premade: int | None) -> Launch:
+        """Clone the init (``child(fifo_fd, cgroup_wait_fd, ready_w, new_net)`` runs in it), then make its
+        cgroups and move it in while it builds its root filesystem, and write the state."""
         state_dir = self._dir(cid)
         try:
             os.mkdir(state_dir, 0o711)
         except FileExistsError:
             raise Conflict(f"container with id {cid!r} already exists")
         opened: list[int] = []
-        cg: cgroups.Cgroup | None = None
+        made_cg = False
         pid = 0
         try:
-            seccomp, skey = self._seccomp(linux.get("seccomp"))
-            pplan = plan.process_plan(proc, seccomp, self._available_caps, self._last_cap)
-            pplan.stdio, pplan.console_fd, pplan.console_sock = stdio, console_fd, console_sock
-            flags = 0
-            join: list[tuple[int, int]] = []
-            pid_join: int | None = None
-            new_cgroupns = False
-            ns_types = set()
-            for ns in linux.get("namespaces") or []:
-                kind = ns.get("type", "")
-                flag = sc.NS_FLAGS.get(kind)
-                if flag is None:
-                    raise InvalidArgument(f"unknown namespace type {kind!r}")
-                if kind == "user":
-                    raise Unsupported("user namespaces are not supported by the built-in runtime")
-                ns_types.add(kind)
-                if ns.get("path"):
-                    fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-                    opened.append(fd)
-                    if kind == "pid":
-                        pid_join = fd
-                    else:
-                        join.append((fd, flag))
-                elif kind == "cgroup":
-                    new_cgroupns = True  # after joining the cgroup, so its root is the container's
-                else:
-                    flags |= flag
-            mount_ns = "mount" in ns_types
-            cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
-            binds = [(d, os.path.basename(mp)) for mp, d in cg.dirs.items()]
             fifo = os.path.join(state_dir, FIFO)
             os.mkfifo(fifo, 0o622)
             fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
             opened.append(fifo_fd)
-            mounts = plan.mounts(cfg)
-            cplan = ContainerPlan(
-                id=cid, rootfs=root, readonly_root=bool((cfg.get("root") or {}).get("readonly")),
-                root_propagation=plan.root_propagation(linux), mount_ns=mount_ns, mounts=mounts,
-                devices=plan.devices(linux),
-                setup_dev=not any(m.destination.rstrip("/") == "/dev" and m.is_bind for m in mounts),
-                cgroup_procs=[], cgroup_binds=binds, cgroup_v2=cg.version == 2,
-                new_cgroupns=new_cgroupns, join_ns=join, hostname=cfg.get("hostname"),
-                domainname=cfg.get("domainname"), sysctls=plan.sysctls(linux),
-                masked=list(linux.get("maskedPaths") or []), readonly=list(linux.get("readonlyPaths") or []),
-                fifo_fd=fifo_fd, cgroup_wait_fd=-1,
-            )
+            flags = ns.flags
             new_net = bool(flags & sc.CLONE_NEWNET)
             if netns_premade is not None:
                 if new_net:  # the namespace this process sits in is the container's: clone into it
@@ -283,17 +369,21 @@ class BuiltinRuntime:
                     new_net = False
                 else:  # host network, or one joined by path: leave the premade one first
                     sc.setns(netns_premade, sc.CLONE_NEWNET)
+            pid_join: int | None = None
+            if ns.pid_join:
+                pid_join = os.open(ns.pid_join, os.O_RDONLY | os.O_CLOEXEC)
+                opened.append(pid_join)
             r, w = os.pipe2(os.O_CLOEXEC)
             cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
             opened += [r, w, cg_r, cg_w]
-            cplan.cgroup_wait_fd = cg_r
             into_fd: int | None = None
             if cg.version == 2:
                 # pure v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP), no migration at all
-                cg.make(self._hier(), linux.get("resources"))
+                made_cg = True
+                cg.make(self._hier(), resources)
                 into_fd = os.open(next(iter(cg.dirs.values())), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 opened.append(into_fd)
-            pid = self._clone(flags, pid_join, lambda: self._child(cplan, pplan, w, new_net), into_fd)
+            pid = self._clone(flags, pid_join, lambda: child(fifo_fd, cg_r, w, new_net), into_fd)
             for fd in (w, cg_r):
                 os.close(fd)
                 opened.remove(fd)
@@ -305,17 +395,18 @@ class BuiltinRuntime:
             # sees the init ready may start it, which reads the state.
             try:
                 if into_fd is None:
+                    made_cg = True
                     cg.make(self._hier(), None)
                 os.write(cg_w, b"d")  # the directories are all the init's /sys/fs/cgroup mount needs
                 if into_fd is None:
-                    if linux.get("resources"):
-                        cg.apply(linux["resources"])  # limits (and v1 device rules) before it joins
+                    if resources:
+                        cg.apply(resources)  # limits (and v1 device rules) before it joins
                     for f in cg.procs_files():
                         cgroups.write(f, str(pid))
                 st = ContainerState(
                     id=cid, pid=pid, start_time=(proc_stat(pid) or ("", 0))[1], bundle=bundle, rootfs=root,
                     created=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
-                    annotations=dict(cfg.get("annotations") or {}), cgroup=cg.to_json(), seccomp_key=skey,
+                    annotations=annotations, cgroup=cg.to_json(), seccomp_key=None,
                 )
                 if seccomp is not None:
                     atomic_write(os.path.join(state_dir, "seccomp.bpf"), seccomp.bpf, sync=False)
@@ -328,15 +419,18 @@ class BuiltinRuntime:
                 opened.remove(cg_w)
             opened.remove(r)
             return launch
-        except BaseException:
+        except BaseException as e:
             if pid > 0:
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
                 _wait_child(pid)
-            if cg is not None:
+            if made_cg:
                 with contextlib.suppress(Exception):
                     cg.destroy()
             rmtree(state_dir)
+            if pid > 0 and isinstance(e, OSError) and e.errno in (errno.EPIPE, errno.ESRCH):
+                # the init ended first (launch_hinted: config.json was invalid); its report says why
+                self._check_sync(_read_all(r), pid, reap=False)
             raise
         finally:
             for fd in opened:
@@ -384,6 +478,9 @@ class BuiltinRuntime:
             raise SystemError_("container init exited before it was ready")
         if reply.get("exec"):
             raise ExecError(reply["error"], int(reply.get("errno") or 0))
+        planning_error = _PLANNING_ERRORS.get(reply.get("kind", ""))
+        if planning_error is not None:  # config.json was read in the init (launch_hinted): same errors as create
+            raise planning_error(reply.get("error") or "invalid configuration")
         raise SystemError_(f"container init: {reply.get('error')}")
 
     # ------------------------------------------------------------------------------------------------ start
@@ -572,7 +669,7 @@ class BuiltinRuntime:
         if process.get("terminal") and console_fd is None and console_sock is None:
             raise InvalidArgument("process.terminal is true: a console (pty slave or console socket) is needed")
         seccomp = None
-        if st.seccomp_key:
+        with contextlib.suppress(FileNotFoundError):  # the init's program, written before it got ready
             with open(os.path.join(self._dir(cid), "seccomp.bpf"), "rb") as f:
                 seccomp = sc.SeccompProgram(f.read())
         pplan = plan.process_plan(process, seccomp, self._available_caps, self._last_cap)

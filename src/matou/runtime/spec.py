@@ -193,6 +193,14 @@ def default_spec(opts: SpecOptions | None = None, /, **kwargs: Any) -> dict[str,
     return spec
 
 
+def launch_hint(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``spec`` a runtime's launch_hinted() clones with, so the caller (the monitor) need not read
+    config.json: the init reads it, and fails if it disagrees with these."""
+    linux = spec.get("linux") or {}
+    return {"root": spec.get("root"), "namespaces": linux.get("namespaces"), "cgroupsPath": linux.get("cgroupsPath"),
+            "resources": linux.get("resources"), "annotations": spec.get("annotations")}
+
+
 def _capabilities(o: SpecOptions) -> list[str]:
     if o.privileged:
         avail = current_bounding()

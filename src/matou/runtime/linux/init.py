@@ -102,11 +102,14 @@ def _send(fd: int, obj: dict) -> None:
 
 
 def _reset_signals() -> None:
-    """Undo what CPython does at start-up (SIGPIPE, SIGXFSZ ignored) and whatever the caller blocked."""
+    """Undo what CPython does at start-up (SIGPIPE, SIGXFSZ ignored), what the caller ignores or handles (the
+    monitor ignores SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU: ignored signals stay ignored across execve) and
+    whatever it blocked."""
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(s, signal.SIG_DFL)
+    for s in signal.valid_signals():
+        if s not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(s, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
 
@@ -283,6 +286,8 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
     try:
         stage = "setup"
         _reset_signals()
+        if p.console_fd is None and p.console_sock is None:
+            os.setsid()  # its own session, as with a console (a caller's session is no business of the container)
         _stdio(p)
         for fd, flag in c.join_ns:
             sc.setns(fd, flag)

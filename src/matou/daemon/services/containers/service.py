@@ -33,6 +33,7 @@ from matou.errors import Conflict, InvalidArgument, NotFound, NotModified, Syste
 from matou.image.service import ImageService
 from matou.logs.jsonfile import parse_size
 from matou.monitor.client import MonitorConnection, MonitorGone, Spawner
+from matou.runtime.spec import launch_hint
 from matou.store.metadata import Database
 from matou.store.snapshots import OverlaySnapshotter
 from matou.store.snapshots.overlay import mount_all
@@ -435,12 +436,12 @@ class ContainersService:
             self._write_etc(c, addresses, dns_embedded)
             ipc = hc.get("IpcMode") or ""
             pid_mode = hc.get("PidMode") or ""
-            B.write_bundle(c, bdir, rootfs, plans, bdir, netns,
+            spec = B.write_bundle(c, bdir, rootfs, plans, bdir, netns,
                            ipc_path=self._namespace_path(ipc, "ipc") if ipc not in ("", "private", "shareable") else None,
                            pid_path=self._namespace_path(pid_mode, "pid") if pid_mode else None,
                            uts_host=hc.get("UTSMode") == "host")
             tr.step("bundle (config.json, /etc files)")
-            msg, reader, writer = await pending.go()
+            msg, reader, writer = await pending.go(launch_hint(spec))
             spawned = reader, writer
             tr.step("monitor + runtime create")
             for k, v in (msg.get("trace") or {}).items():
