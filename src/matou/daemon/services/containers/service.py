@@ -402,7 +402,7 @@ class ContainersService:
             "requested_at": time.monotonic(),
         }
         # the monitor is asked for first: its fork and setup overlap the mount and the bundle below
-        pending = await self.spawner.begin(mcfg)
+        asked = await self.spawner.begin(mcfg)
         tr.step("ask for a monitor")
         net_mode = hc.get("NetworkMode") or "bridge"
         netns: str | None = None
@@ -441,11 +441,17 @@ class ContainersService:
                            pid_path=self._namespace_path(pid_mode, "pid") if pid_mode else None,
                            uts_host=hc.get("UTSMode") == "host")
             tr.step("bundle (config.json, /etc files)")
-            msg, reader, writer = await pending.go(launch_hint(spec))
+            msg, reader, writer = await asked.go(launch_hint(spec))
             spawned = reader, writer
             tr.step("monitor + runtime create")
             for k, v in (msg.get("trace") or {}).items():
                 tr.steps["  " + k] = v
+            # attach streams registered before start connect now (so no output is lost), while the network is
+            # set up: the monitor takes them meanwhile
+            attaching = self._pending_attach.pop(c.id, [])
+            for fut in attaching:
+                if not fut.done():
+                    fut.set_result(None)
             if net_plan is not None and networks is not None:
                 init_pid = int(msg.get("pid") or 0)
                 try:
@@ -458,7 +464,7 @@ class ContainersService:
                     self._save(c)  # c.network_settings: sandbox, ports
                 tr.step("network (veth, addresses, routes, ports)")
         except BaseException as e:
-            pending.abort()  # a monitor still waiting for "go" then leaves without creating anything
+            asked.abort()  # a monitor still waiting for "go" then leaves without creating anything
             if spawned is not None:  # the init waits for "start": end it, the monitor then cleans up and exits
                 with contextlib.suppress(Exception):
                     spawned[1].write(b'{"op": "kill", "signal": 9}\n')
@@ -472,14 +478,8 @@ class ContainersService:
             raise
         run = Running(reader, writer, int(msg.get("pid") or 0), time.time())
         self.running[c.id] = run
-        # attach streams registered before start connect now, so no output is lost
-        pending = self._pending_attach.pop(c.id, [])
-        for fut in pending:
-            if not fut.done():
-                fut.set_result(None)
-        if pending:
-            await asyncio.sleep(0)
-            await self._attach_ready(c.id, len(pending))
+        if attaching:
+            await self._attach_ready(c.id, len(attaching))
         tr.step("attach streams connected")
         writer.write(b'{"op": "start"}\n')
         await writer.drain()
