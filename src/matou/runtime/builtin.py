@@ -125,6 +125,7 @@ class BuiltinRuntime:
         self._last_cap = capmod.last_cap()
         self._own_pidns = os.stat("/proc/self/ns/pid").st_ino
         self._known_profiles: list[tuple[dict[str, Any], str]] = []  # (seccomp section, its key): see warm()
+        self._programs: dict[str, sc.SeccompProgram] = {}  # by key: see warm()
 
     def warm(self) -> None:
         """Look up what every create needs now, in a process that forks monitors later: the cgroup mounts, and
@@ -137,7 +138,8 @@ class BuiltinRuntime:
             section = default_spec(args=["true"])["linux"].get("seccomp")
             if section:
                 key = profile_key(section)
-                self._bpf.get(section, key)
+                prog = self._programs[key] = sc.SeccompProgram(self._bpf.get(section, key))  # its ctypes buffers too
+                prog.origin = self._bpf.path(key)
                 self._known_profiles.append((section, key))
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -158,11 +160,24 @@ class BuiltinRuntime:
             raise Unsupported(f"container {st.id} has no cgroup")
         return cg
 
+    def _keep_seccomp(self, cid: str, prog: sc.SeccompProgram) -> None:
+        """The container's program, for exec: a hard link to the cache's file when there is one (one syscall)."""
+        dest = os.path.join(self._dir(cid), "seccomp.bpf")
+        if prog.origin:
+            with contextlib.suppress(OSError):
+                os.link(prog.origin, dest)
+                return
+        atomic_write(dest, prog.bpf, sync=False)
+
     def _seccomp(self, section: dict[str, Any] | None) -> tuple[sc.SeccompProgram | None, str | None]:
         if not section:
             return None, None
         key = next((k for known, k in self._known_profiles if known == section), None) or profile_key(section)
-        return sc.SeccompProgram(self._bpf.get(section, key)), key
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = sc.SeccompProgram(self._bpf.get(section, key))
+            prog.origin = self._bpf.path(key)
+        return prog, key
 
     # ------------------------------------------------------------------------------------------------ create
     def create(self, container_id: str, bundle: str, *, stdio: tuple[int, int, int] | None = None,
@@ -254,7 +269,7 @@ class BuiltinRuntime:
             try:
                 cplan, pplan, seccomp = self._plan_from_config(container_id, bundle, stdio, None, None, hint)
                 if seccomp is not None:  # exec's processes load the same program
-                    atomic_write(os.path.join(self._dir(container_id), "seccomp.bpf"), seccomp.bpf, sync=False)
+                    self._keep_seccomp(container_id, seccomp)
                 cplan.fifo_fd, cplan.cgroup_wait_fd = fifo_fd, cg_r
                 cplan.join_ns = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns.join]
             except BaseException as e:  # noqa: BLE001 - reported through the ready pipe, as the init's errors are
@@ -420,7 +435,7 @@ class BuiltinRuntime:
                     annotations=annotations, cgroup=cg.to_json(), seccomp_key=None,
                 )
                 if seccomp is not None:
-                    atomic_write(os.path.join(state_dir, "seccomp.bpf"), seccomp.bpf, sync=False)
+                    self._keep_seccomp(cid, seccomp)
                 st.save(state_dir)
                 if pid_file:
                     atomic_write(pid_file, str(pid).encode(), sync=False)

@@ -168,13 +168,17 @@ class BpfCache:
         self.directory = directory
         self._mem: dict[str, bytes] = {}
 
+    def path(self, key: str) -> str:
+        """Where the program of ``key`` is kept (written by get(); it may be missing if that write failed)."""
+        return os.path.join(self.directory, key + ".bpf")
+
     def get(self, section: dict[str, Any], key: str | None = None) -> bytes:
         """The program for ``section``; ``key`` is its profile_key() when the caller has it already."""
         key = key or profile_key(section)
         bpf = self._mem.get(key)
         if bpf is not None:
             return bpf
-        path = os.path.join(self.directory, key + ".bpf")
+        path = self.path(key)
         try:
             with open(path, "rb") as f:
                 bpf = f.read()

@@ -280,6 +280,7 @@ class SeccompProgram:
         if len(bpf) % 8:
             raise ValueError("seccomp program is not a whole number of BPF instructions")
         self.bpf = bpf
+        self.origin: str | None = None  # a file holding the same program, if any (BpfCache.path)
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
         self._prog = SockFprog(len(bpf) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
 
