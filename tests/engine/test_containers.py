@@ -408,3 +408,14 @@ def test_cli_hot_paths_stay_light(daemon: Daemon, busybox: str) -> None:
         imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.decode().splitlines()
                     if line.startswith("import time:") and "|" in line}
         assert not imported & {"json", "re", "enum", "argparse"}, (args, sorted(imported))
+
+
+def test_container_process_starts_with_default_signals(daemon: Daemon, busybox: str) -> None:
+    """The monitor that clones the init ignores SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN and SIGTTOU; ignored
+    dispositions survive execve, so the init must reset them (or `stop` would not stop a program that relies on
+    SIGTERM's default action), and its session is its own."""
+    out = daemon.out("run", "--rm", busybox, "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"], out
+    out = daemon.out("run", "--rm", busybox, "sh", "-c", "cut -d' ' -f6 /proc/self/stat; cut -d' ' -f5 /proc/self/stat")
+    sid, pgid = out.split()
+    assert sid == "1", out  # the container's init (pid 1 in its namespace) leads its own session

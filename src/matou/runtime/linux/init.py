@@ -107,7 +107,8 @@ def _reset_signals() -> None:
     whatever it blocked."""
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     for s in signal.valid_signals():
-        if s not in (signal.SIGKILL, signal.SIGSTOP):
+        # getsignal() knows every disposition (CPython reads them all at start-up) and costs no syscall
+        if s not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(s) not in (signal.SIG_DFL, None):
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(s, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
