@@ -419,3 +419,17 @@ def test_container_process_starts_with_default_signals(daemon: Daemon, busybox: 
     out = daemon.out("run", "--rm", busybox, "sh", "-c", "cut -d' ' -f6 /proc/self/stat; cut -d' ' -f5 /proc/self/stat")
     sid, pgid = out.split()
     assert sid == "1", out  # the container's init (pid 1 in its namespace) leads its own session
+
+
+def test_failure_after_the_clone_is_reported_by_start(daemon: Daemon, busybox: str) -> None:
+    """The monitor answers the daemon as soon as the init is cloned; a cgroup limit the kernel then refuses
+    (an impossible cpuset) ends the init, and start reports what failed: exit 125, nothing left behind."""
+    cpus = str((os.cpu_count() or 1) + 64)
+    r = daemon.cli("run", "--rm", "--cpuset-cpus", cpus, busybox, "true", check=False)
+    assert r.returncode == 125 and b"cpuset.cpus" in r.stderr, r.stderr
+    r = daemon.cli("run", "--name", "late-fail", "--cpuset-cpus", cpus, busybox, "true", check=False)
+    assert r.returncode == 125
+    assert daemon.out("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "late-fail").split() == [
+        "exited", "125"]
+    daemon.cli("rm", "late-fail")
+    assert daemon.out("run", "--rm", busybox, "echo", "still fine") == "still fine\n"

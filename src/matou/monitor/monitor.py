@@ -118,6 +118,9 @@ class Monitor:
         self.ctl = ctl
         self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
         self.launch_hint: dict[str, Any] | None = None  # sent with "go": see runtime.spec.launch_hint
+        self._created_reply: dict[str, Any] | None = None  # the answer to "go", until sent
+        self._go_mono = 0.0
+        self.create_error: Exception | None = None  # creation failed after the daemon was told it worked
         # this process sits in a network namespace made while it was a spare (see premake_netns); this fd is
         # the host's, to go back to once the init is cloned
         self.netns_host_fd = netns_host_fd
@@ -178,17 +181,17 @@ class Monitor:
                 os.unlink(self.sock_path)
             return 0
         t_go = time.monotonic()
+        self._created_reply = {"ok": True, "monitor_pid": os.getpid(),
+                               "trace": {"spawn (connect, fork)": round((t0 - self.cfg.requested_at) * 1000, 3)
+                                         if self.cfg.requested_at else 0.0,
+                                         "monitor setup": round((t1 - t0) * 1000, 3)}}
+        self._go_mono = t_go
         try:
             self._create()
         except Exception as e:
             self._reply_ctl({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)})
             return 1
-        t2 = time.monotonic()
-        self._reply_ctl({"ok": True, "pid": self.init_pid, "monitor_pid": os.getpid(),
-                         "trace": {"spawn (connect, fork)": round((t0 - self.cfg.requested_at) * 1000, 3)
-                                   if self.cfg.requested_at else 0.0,
-                                   "monitor setup": round((t1 - t0) * 1000, 3),
-                                   "runtime create": round((t2 - t_go) * 1000, 3)}})
+        self._reply_created(self.init_pid)  # unless _launch_here did so already
         ctl = Client(self.ctl, "ctl", inbuf=self.ctl_buffered)
         self.ctl.setblocking(False)
         self.clients[self.ctl.fileno()] = ctl
@@ -218,6 +221,15 @@ class Monitor:
         self.launch_hint = msg.get("launch_hint")
         return True
 
+    def _reply_created(self, pid: int) -> None:
+        """The daemon's answer to "go": the init exists (once)."""
+        if self._created_reply is None:
+            return
+        msg, self._created_reply = self._created_reply, None
+        msg["pid"] = pid
+        msg["trace"]["runtime create"] = round((time.monotonic() - self._go_mono) * 1000, 3)
+        self._reply_ctl(msg)
+
     def _reply_ctl(self, msg: dict[str, Any]) -> None:
         try:
             self.ctl.setblocking(True)
@@ -234,10 +246,29 @@ class Monitor:
 
     def _launch_here(self, stdio: tuple[int, int, int]) -> tuple[int, int]:
         """The common case (built-in runtime, no tty, the daemon's launch hint): clone the init from this
-        process, which needs no config.json, and leave all planning to the init. Returns (pid, ready fd)."""
+        process, which needs no config.json, and leave all planning to the init. Returns (pid, ready fd).
+
+        The daemon hears of the init as soon as it is cloned, so that it sets up the network and attaches while
+        this process makes the cgroups and writes the state (~4 ms here). Should that fail, the runtime has
+        ended the init; the reply has gone, so "start" reports the failure (``create_error``)."""
+        cloned: list[int] = []
+
+        def on_cloned(launch: Any) -> None:
+            cloned.append(launch.pid)
+            self._leave_premade_netns()
+            self._reply_created(launch.pid)
+
         try:
             launch = self.runtime.launch_hinted(self.cfg.id, self.cfg.bundle, self.launch_hint, stdio=stdio,
+                                                on_cloned=on_cloned,
                                                 netns_premade=self.netns_host_fd if self.netns_host_fd >= 0 else None)
+        except Exception as e:
+            if not cloned:
+                raise
+            self.create_error = e  # the init is gone (killed and reaped by the runtime)
+            self.exit_status = 125 << 8
+            self.exited_at = time.time()
+            return cloned[0], -1
         finally:
             self._leave_premade_netns()
         return launch.pid, launch.ready_fd
@@ -271,7 +302,8 @@ class Monitor:
             try:
                 if deferred and self.launch_hint and hasattr(self.runtime, "launch_hinted"):
                     pid, ready_fd = self._launch_here((in_r, out_w, err_w))
-                    self.launch = self._launch_record(pid, ready_fd)
+                    if ready_fd >= 0:
+                        self.launch = self._launch_record(pid, ready_fd)
                 else:
                     msg, fds = self._in_creator("launch" if deferred else "create", [in_r, out_w, err_w])
                     pid = int(msg["pid"])
@@ -308,7 +340,8 @@ class Monitor:
         while True:
             done_io = not self.out_fds
             # an init that failed before "start" arrived: stay (at most DRAIN_GRACE) to answer start with why
-            if self.exit_status is not None and done_io and not self.sessions and self.launch is None:
+            if (self.exit_status is not None and done_io and not self.sessions and self.launch is None
+                    and self.create_error is None):
                 break
             if self.exit_status is not None and deadline is None:
                 deadline = time.monotonic() + DRAIN_GRACE
@@ -590,6 +623,9 @@ class Monitor:
             self._send(c, P.line({"ok": True, "pid": self.init_pid}))
             return
         try:
+            if self.create_error is not None:
+                err, self.create_error = self.create_error, None
+                raise err
             if self.launch is not None:
                 launch, self.launch = self.launch, None
                 self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit

@@ -60,6 +60,8 @@ def write(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
+    except OSError as e:  # the bare errno ("Numerical result out of range") does not say which limit
+        raise OSError(e.errno, f"failed to write {value!r} to {path}: {e.strerror}") from None
     finally:
         os.close(fd)
 
