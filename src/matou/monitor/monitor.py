@@ -743,21 +743,18 @@ class Monitor:
 
     def _finish(self) -> None:
         """Record the exit, tell whoever listens, then clean up: the daemon's `wait` should not pay for
-        the cgroup removal. exit.json is written first (no fsync: it must survive the daemon being killed,
-        which the page cache does), so a daemon that missed the event still learns the exit."""
+        the cgroup removal, nor for exit.json. That file (no fsync: it must survive the daemon being killed,
+        which the page cache does) is for a daemon that missed the event: one killed before it read it finds
+        the file once it is back, written a few microseconds after the event was sent."""
         rec = self._exit_record()
         rec["monotonic_reaped"] = self.reaped_mono
         rec["monotonic_started"] = self.started_mono
         rec["monotonic_eof"] = self.eof_mono
         rec["monotonic_finish"] = time.monotonic()
         if self.log is not None:
-            self.log.close()
-        tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(rec, f)
-        os.replace(tmp, os.path.join(self.cfg.state_dir, "exit.json"))
+            self.log.close()  # first: it writes a last partial line, which `logs` after the exit must show
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.sock_path)
+            os.unlink(self.sock_path)  # before anyone hears of the exit: a new monitor may bind this path
         for c in list(self.clients.values()):
             if c.kind == "attach":
                 c.out += P.control({"exit_code": rec["exit_code"]})
@@ -776,6 +773,11 @@ class Monitor:
             with contextlib.suppress(OSError):
                 c.sock.close()
         self.clients.clear()
+        with contextlib.suppress(OSError):  # the daemon may have removed the container already
+            tmp = os.path.join(self.cfg.state_dir, "exit.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump(rec, f)
+            os.replace(tmp, os.path.join(self.cfg.state_dir, "exit.json"))
         if self.mnt_ns_fd >= 0:  # the container's mounts go now, after its exit was reported
             os.close(self.mnt_ns_fd)
         with contextlib.suppress(Exception):

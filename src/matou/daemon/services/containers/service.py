@@ -194,13 +194,18 @@ class ContainersService:
         run.task = asyncio.get_running_loop().create_task(self._watch(c.id, run))
         log.info("re-adopted running container %s (pid %d)", c.id[:12], c.state.Pid)
 
-    def _read_exit_file(self, cid: str) -> dict[str, Any]:
+    def _read_exit_file(self, cid: str, pid: int = 0) -> dict[str, Any]:
+        """The monitor's exit.json; with ``pid``, only if it is that init's (a monitor writes it just after
+        sending the exit event, so a file from an earlier run can land after a restart's cleanup)."""
         try:
             with open(os.path.join(self.run_dir, cid, "exit.json")) as f:
-                return json.load(f)
+                rec = json.load(f)
+            if not pid or rec.get("pid") in (None, pid):
+                return rec
         except (OSError, ValueError):
-            return {"exit_code": 255, "oom_killed": False, "finished_at": time.time(),
-                    "error": "the container's monitor is gone and left no exit status"}
+            pass
+        return {"exit_code": 255, "oom_killed": False, "finished_at": time.time(),
+                "error": "the container's monitor is gone and left no exit status"}
 
     # ------------------------------------------------------------------ records
     def _all(self) -> list[Container]:
@@ -559,7 +564,7 @@ class ContainersService:
             if run.writer is not None:
                 run.writer.close()
         if rec is None:
-            rec = self._read_exit_file(cid)
+            rec = self._read_exit_file(cid, run.pid)
         rec["monotonic_received"] = time.monotonic()
         if self.running.get(cid) is run:
             del self.running[cid]
