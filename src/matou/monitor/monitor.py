@@ -113,8 +113,9 @@ def make_runtime(cfg: MonitorConfig) -> Any:
 
 class Monitor:
     def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
-                 netns_host_fd: int = -1) -> None:
+                 netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None) -> None:
         self.cfg = cfg
+        self.signal_pipe = signal_pipe  # from prepare_process(), if this process ran it already
         self.ctl = ctl
         self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
         self.launch_hint: dict[str, Any] | None = None  # sent with "go": see runtime.spec.launch_hint
@@ -149,17 +150,10 @@ class Monitor:
 
     # ------------------------------------------------------------------ setup
     def run(self) -> int:
-        import ctypes
-
         t0 = time.monotonic()
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
-            signal.signal(s, signal.SIG_IGN)
-        self.sig_r, self.sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self.sig_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
+        if self.signal_pipe is None:
+            self.signal_pipe = prepare_process()
+        self.sig_r, self.sig_w = self.signal_pipe
         os.makedirs(self.cfg.state_dir, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.cfg.state_dir, "exit.json"))
@@ -784,6 +778,25 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
+def prepare_process() -> tuple[int, int]:
+    """What makes this process a monitor, whatever its container: its own session, no cyclic GC, a child
+    subreaper, the signals it ignores, SIGCHLD on a wakeup pipe (returned: read end, write end). A spare runs
+    this while it waits for a request."""
+    import ctypes
+    import gc
+
+    with contextlib.suppress(OSError):  # a session leader already
+        os.setsid()  # signals to the daemon's process group never reach it
+    gc.disable()  # the monitor allocates little and lives long: collections would only copy shared pages
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(s, signal.SIG_IGN)
+    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(sig_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    return sig_r, sig_w
+
+
 def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
-                netns_host_fd: int = -1) -> int:
-    return Monitor(cfg, ctl, runtime, ctl_buffered, netns_host_fd).run()
+                netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None) -> int:
+    return Monitor(cfg, ctl, runtime, ctl_buffered, netns_host_fd, signal_pipe).run()

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from matou.monitor.monitor import MonitorConfig, make_runtime, run_monitor
+from matou.monitor.monitor import MonitorConfig, make_runtime, prepare_process, run_monitor
 from matou.runtime.builtin import premake_netns
 from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
 
@@ -68,15 +68,9 @@ def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
     return rt
 
 
-def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any, rest: bytes = b"",
-                    netns_host_fd: int = -1) -> None:
+def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any, rest: bytes,
+                    netns_host_fd: int, signal_pipe: tuple[int, int]) -> None:
     listener.close()
-    os.setsid()  # its own session: signals to the daemon's process group never reach it
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-        signal.signal(s, signal.SIG_DFL)
-    import gc
-
-    gc.disable()  # the monitor allocates little and lives long: collections would only copy shared pages
     cfg = MonitorConfig.from_json(req)
     os.makedirs(cfg.state_dir, exist_ok=True)
     null = os.open(os.devnull, os.O_RDWR)
@@ -88,7 +82,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, run
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn, runtime, rest, netns_host_fd)
+        code = run_monitor(cfg, conn, runtime, rest, netns_host_fd, signal_pipe)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -190,6 +184,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle spare dies with the spawner
         if os.getppid() != parent:
             os._exit(0)
+        signal_pipe = prepare_process()  # while idle: none of it depends on the request
         while True:
             conn, _ = listener.accept()
             try:
@@ -215,7 +210,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             runtime = _runtime_for(runtimes, req)
         except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
             runtime = None
-        _become_monitor(listener, conn, req, runtime, rest, netns_host_fd)
+        _become_monitor(listener, conn, req, runtime, rest, netns_host_fd, signal_pipe)
     finally:
         os._exit(1)
 
