@@ -41,8 +41,8 @@ def _preload() -> None:
 
     import matou.logs.jsonfile  # noqa: F401
     import matou.runtime.builtin  # noqa: F401
-    with contextlib.suppress(ImportError):
-        import matou.runtime.ocicli  # noqa: F401
+    # not matou.runtime.ocicli (runc, crun): it brings subprocess and threading, and every fork of this process
+    # copies the page tables of what it imported; a monitor for those runtimes imports it itself
 
 
 def _read_request(conn: socket.socket) -> tuple[bytes, bytes] | None:

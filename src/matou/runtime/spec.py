@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import resource
 import stat
 from dataclasses import dataclass, field
@@ -336,13 +335,14 @@ def _kernel_at_least(want: str) -> bool:
             out.append(int(digits or 0))
         return tuple(out)
 
-    return parts(platform.release()) >= parts(want)
+    return parts(os.uname().release) >= parts(want)
 
 
 def default_seccomp(caps: list[str]) -> dict[str, Any]:
     """Docker's default profile as an OCI seccomp section for a process whose bounding set is ``caps``."""
     prof = _profile()
-    arch = _GO_ARCH.get(platform.machine(), platform.machine())
+    machine = os.uname().machine  # platform.machine(), without importing platform (the spawner loads this)
+    arch = _GO_ARCH.get(machine, machine)
     have = set(caps)
     syscalls: list[dict[str, Any]] = []
     for rule in prof["syscalls"]:

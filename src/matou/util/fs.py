@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Iterator
 
 
@@ -97,6 +96,8 @@ def resolve_in_root(root: str, path: str, max_links: int = 255) -> str:
 def rmtree(path: str) -> None:
     """Remove a tree, tolerating absence; used on directories we own."""
     with contextlib.suppress(FileNotFoundError):
+        import shutil  # not at the top: shutil imports bz2 and lzma, which the spawner's forks would carry
+
         shutil.rmtree(path)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
-import platform
-import tempfile
 from typing import Any
+
+try:  # CPython's own SHA-256: hashlib would map OpenSSL's libcrypto into the spawner and every fork of it
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha256 as _sha256
 
 from matou.errors import InvalidArgument, Unsupported
 from matou.util.fs import atomic_write
@@ -131,6 +133,8 @@ def compile_bpf(section: dict[str, Any]) -> bytes:
                 rc = _add_rule(lib, ctx, action, nr, args, cmps)
                 if rc < 0:
                     raise InvalidArgument(f"seccomp: rule for {name}: {os.strerror(-rc)}")
+        import tempfile
+
         with tempfile.TemporaryFile() as f:
             rc = lib.seccomp_export_bpf(ctx, f.fileno())
             if rc < 0:
@@ -158,7 +162,7 @@ def _add_rule(lib: ctypes.CDLL, ctx: int, action: int, nr: int, args: list[dict]
 def profile_key(section: dict[str, Any]) -> str:
     """Same JSON, same key; configs written by the same code keep their key order, so no sort is needed."""
     data = json.dumps(section, separators=(",", ":")).encode()
-    return hashlib.sha256(_COMPILER_VERSION + b"\0" + platform.machine().encode() + b"\0" + data).hexdigest()
+    return _sha256(_COMPILER_VERSION + b"\0" + os.uname().machine.encode() + b"\0" + data).hexdigest()
 
 
 class BpfCache:

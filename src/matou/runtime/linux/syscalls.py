@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from typing import NoReturn
 
 # clone(2) / unshare(2) / setns(2) flags
@@ -88,7 +87,7 @@ TIOCSPTLCK = 0x40045431
 CLOSE_RANGE_CLOEXEC = 1 << 2
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
-_ARCH = platform.machine()
+_ARCH = os.uname().machine  # platform.machine(), without importing platform
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "close_range": 436, "seccomp": 317,
                "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424, "clone3": 435},
