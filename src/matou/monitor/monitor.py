@@ -4,9 +4,16 @@ One small, single-threaded process per running container, forked from the spawne
 killed daemon loses nothing, because the monitor keeps the pipes drained, the log written and the exit
 status recorded (``<state_dir>/exit.json``), and answers the restarted daemon on ``<state_dir>/monitor.sock``.
 
-Life: create the container (init stopped before exec) -> reply to the daemon -> wait for "start" (so attach
-streams can be connected first and no output is lost) -> relay I/O until init exits and its pipes reach EOF
--> record the exit -> delete the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
+Life: set up while the daemon mounts the rootfs and writes the bundle -> on its "go", create the container
+(init stopped before exec) and reply -> wait for "start" (so attach streams can be connected first and no
+output is lost) -> relay I/O until init exits and its pipes reach EOF -> report the exit, record it -> delete
+the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
+
+Creating: with the built-in runtime and the daemon's launch hint (the common case) the monitor clones the init
+itself and the init plans from config.json (BuiltinRuntime.launch_hinted): no helper process per container.
+For a tty or an OCI runtime CLI (runc, crun) a short-lived creator does it (``creator``). Every line of Python
+run here costs private memory for the container's whole life (copy-on-write pages shared with the spawner):
+what does not depend on the request runs in the spare before it (``prepare_process``), the rest is kept short.
 """
 
 from __future__ import annotations
@@ -583,7 +590,7 @@ class Monitor:
                 self._send(c, P.line({"ok": True}))
             elif op == "kill":
                 if self.launch is not None and self.exit_status is None:
-                    # launched, not started: the creator may still be writing the runtime's state
+                    # launched, not started: the runtime's state may not be written yet (a creator at it)
                     os.kill(self.init_pid, int(req.get("signal", signal.SIGTERM)))
                 else:
                     self.runtime.kill(self.cfg.id, int(req.get("signal", signal.SIGTERM)), bool(req.get("all")))

@@ -10,6 +10,12 @@ and the daemon sends raw stdin bytes; shutting down its write side closes the co
 
 The daemon strips or forwards the frames: for non-tty containers, frames 1 and 2 are exactly what Docker's
 attach API sends, so they pass through untouched.
+
+The control connection (made on the spawner's socket) starts with the MonitorConfig line; with ``wait_for_go``
+the daemon then sends ``{"op": "go", "launch_hint": {...}}`` once the bundle is written (closing instead lets
+the monitor go without creating anything). The monitor answers ``{"ok": true, "pid", ...}`` as soon as the init
+is cloned, or ``{"ok": false, "error", "exit_code"}``; later requests on it are ``start``, ``kill`` and the
+like, and its last line is the exit event.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def _bring_up_loopback() -> None:
 def premake_netns() -> int:
     """Move this process into a new network namespace with lo up, ahead of a launch(); returns an fd of the
     namespace it left. Creating a network namespace is the dearest part of a clone (~0.9 ms here): a process
-    that waits for work (the monitor's creator) pays it while idle, and launch() then clones the init straight
-    into it (``netns_premade``)."""
+    that waits for work (the spawner, for its next spare monitor) pays it while idle, and launch() then clones
+    the init straight into it (``netns_premade``)."""
     host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.unshare(sc.CLONE_NEWNET)
