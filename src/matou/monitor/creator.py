@@ -20,7 +20,12 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
+    Reply = Callable[[dict[str, Any], list[int]], None]
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,7 +39,6 @@ class CreateError(Exception):
     exit_code = 125
 
 
-Reply = Callable[[dict[str, Any], list[int]], None]
 
 
 def run_job(runtime: Any, job: dict[str, Any], fds: list[int],

@@ -30,11 +30,14 @@ import struct
 import termios
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from matou.logs.jsonfile import Writer as LogWriter
 from matou.monitor import protocol as P
 from matou.monitor.creator import create_in_child
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CLIENT_BUFFER = 16 << 20

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 STDIN, STDOUT, STDERR, CONTROL = 0, 1, 2, 3
 HEADER = struct.Struct(">BxxxL")

@@ -25,9 +25,13 @@ the container and send the master over --console-socket; the built-in runtime do
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from matou.errors import InvalidArgument
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: the interface is for checkers
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object
 
 OCI_VERSION = "1.0.2"
 

@@ -18,7 +18,6 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from matou.errors import Conflict, InvalidArgument, NotFound, SystemError_, Unsupported
 from matou.runtime import plan
@@ -30,6 +29,10 @@ from matou.runtime.linux.init import ContainerPlan, ExecPlan, ProcessPlan, _send
 from matou.runtime.linux.seccomp import BpfCache, profile_key
 from matou.runtime.state import FIFO, ContainerState, check_id, list_ids, proc_stat
 from matou.util.fs import atomic_write, rmtree
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _SIOCSIFFLAGS = 0x8914

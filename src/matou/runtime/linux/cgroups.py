@@ -19,9 +19,12 @@ import errno
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from matou.errors import InvalidArgument, SystemError_
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _V1_FLAGS = frozenset({"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "favordynmods"})
 

@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import json
 import os
-from typing import Any
 
 try:  # CPython's own SHA-256: hashlib would map OpenSSL's libcrypto into the spawner and every fork of it
     from _sha256 import sha256 as _sha256
@@ -20,6 +19,10 @@ except ImportError:  # pragma: no cover - other Pythons
 
 from matou.errors import InvalidArgument, Unsupported
 from matou.util.fs import atomic_write
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _ACTIONS: dict[str, int] = {
     "SCMP_ACT_KILL": 0x00000000,

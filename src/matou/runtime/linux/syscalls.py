@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # clone(2) / unshare(2) / setns(2) flags
 CLONE_NEWNS = 0x00020000
