@@ -788,19 +788,26 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
-def prepare_process() -> tuple[int, int]:
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN)
+
+
+def prepare_process(libc: Any = None) -> tuple[int, int]:
     """What makes this process a monitor, whatever its container: its own session, no cyclic GC, a child
     subreaper, the signals it ignores, SIGCHLD on a wakeup pipe (returned: read end, write end). A spare runs
-    this while it waits for a request."""
-    import ctypes
+    this while it waits for a request, with the spawner's ``libc`` (a CDLL of its own costs a fork ~250 KB)."""
     import gc
 
     with contextlib.suppress(OSError):  # a session leader already
         os.setsid()  # signals to the daemon's process group never reach it
     gc.disable()  # the monitor allocates little and lives long: collections would only copy shared pages
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
-        signal.signal(s, signal.SIG_IGN)
+    if libc is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for s in IGNORED_SIGNALS:
+        if signal.getsignal(s) != signal.SIG_IGN:  # the spawner ignores most of them already
+            signal.signal(s, signal.SIG_IGN)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sig_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 
-from matou.monitor.monitor import MonitorConfig, make_runtime, prepare_process, run_monitor
+from matou.monitor.monitor import IGNORED_SIGNALS, MonitorConfig, make_runtime, prepare_process, run_monitor
 from matou.runtime.builtin import premake_netns
 from matou.runtime.linux.syscalls import CLONE_NEWNET, setns
 
@@ -128,6 +128,9 @@ def serve(path: str) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    for s in IGNORED_SIGNALS:  # what monitors ignore, but SIGTERM: inherited, not set in each of them
+        if s != signal.SIGTERM:
+            signal.signal(s, signal.SIG_IGN)
     # monitors are direct children (one fork per container, not two); reap them as they end
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
     # pre-fork hygiene: objects that exist now are never scanned by the collector again, so the monitors
@@ -193,7 +196,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle spare dies with the spawner
         if os.getppid() != parent:
             os._exit(0)
-        signal_pipe = prepare_process()  # while idle: none of it depends on the request
+        signal_pipe = prepare_process(libc)  # while idle: none of it depends on the request
         while True:
             conn, _ = listener.accept()
             try:
