@@ -116,6 +116,13 @@ def _reset_signals() -> None:
                 signal.signal(s, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
+    # what is still ignored was ignored before this interpreter started, possibly a signal the signal module
+    # does not handle (glibc's 32 and 33): the kernel's own list
+    with open("/proc/self/status", "rb") as f:
+        ignored = next((int(line.split()[1], 16) for line in f if line.startswith(b"SigIgn:")), 0)
+    for n in range(1, 65):
+        if ignored >> (n - 1) & 1 and n not in (signal.SIGKILL, signal.SIGSTOP):
+            sc.default_signal(n)
 
 
 def _stdio(p: ProcessPlan) -> None:

@@ -93,9 +93,11 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 _ARCH = os.uname().machine  # platform.machine(), without importing platform
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "close_range": 436, "seccomp": 317,
-               "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424, "clone3": 435},
+               "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424, "clone3": 435,
+               "rt_sigaction": 13},
     "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "close_range": 436, "seccomp": 277,
-                "keyctl": 219, "capget": 90, "capset": 91, "pidfd_send_signal": 424, "clone3": 435},
+                "keyctl": 219, "capget": 90, "capset": 91, "pidfd_send_signal": 424, "clone3": 435,
+                "rt_sigaction": 134},
 }
 if _ARCH not in _NR:  # pragma: no cover - only x86_64 and aarch64 are supported
     raise ImportError(f"matou.runtime: unsupported architecture {_ARCH}")
@@ -289,3 +291,13 @@ class SeccompProgram:
     def load(self) -> None:
         if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
             _fail("seccomp(SET_MODE_FILTER)")
+
+
+_SIG_DFL_ACTION = ctypes.create_string_buffer(32)  # struct kernel_sigaction, all zero: SIG_DFL, no flags, no mask
+
+
+def default_signal(signum: int) -> None:
+    """The default action for any signal number, glibc's reserved 32 and 33 included: Python's signal module
+    refuses those, and glibc's sigaction() too, so this is the raw rt_sigaction system call."""
+    if _syscall(NR["rt_sigaction"], ctypes.c_int(signum), _SIG_DFL_ACTION, None, ctypes.c_size_t(8)) != 0:
+        _fail(f"rt_sigaction({signum}, SIG_DFL)")
