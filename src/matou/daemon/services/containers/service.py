@@ -469,8 +469,9 @@ class ContainersService:
                     self._save(c)  # c.network_settings: sandbox, ports
                 tr.step("network (veth, addresses, routes, ports)")
         except BaseException as e:
-            asked.abort()  # a monitor still waiting for "go" then leaves without creating anything
-            if spawned is not None:  # the init waits for "start": end it, the monitor then cleans up and exits
+            if spawned is None:
+                asked.abort()  # a monitor still waiting for "go" then leaves without creating anything
+            else:  # the init waits for "start": end it, the monitor then cleans up and exits
                 with contextlib.suppress(Exception):
                     spawned[1].write(b'{"op": "kill", "signal": 9}\n')
                     await spawned[1].drain()
