@@ -132,8 +132,9 @@ class BuiltinRuntime:
 
     def warm(self) -> None:
         """Look up what every create needs now, in a process that forks monitors later: the cgroup mounts, and
-        Docker's default seccomp profile with its key and program, so that a default container's init spends
-        a dict comparison on it instead of serializing and hashing 30 KB of JSON (~1.4 ms of its setup)."""
+        Docker's default seccomp profile with its key and its program (ctypes buffers and all), so that a
+        default container's init spends a dict comparison on it instead of serializing, hashing and loading it
+        (the init's seccomp step went from 0.83 to 0.25 ms in the run timeline)."""
         self._hier()
         with contextlib.suppress(Exception):  # only a head start: _seccomp() works without it
             from matou.runtime.spec import default_spec
