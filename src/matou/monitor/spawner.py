@@ -11,7 +11,7 @@ of a process this size takes ~2.5 ms until the child runs, which is off the ``ru
 The spawner also makes each spare's network namespace before forking it (``premake_netns``), and a spare runs
 the request-independent part of a monitor's setup while it waits: both off the ``run`` path, and neither
 leaves code run in the monitor itself. What a monitor imports is kept to what it and the init it clones need:
-every fork and clone copies the page tables of it (spawner RSS 15.9 MB here).
+every fork and clone copies the page tables of it (spawner RSS 14.2 MB here).
 
 Protocol: the daemon connects to the spawner's socket and sends one JSON line (a MonitorConfig, asked for
 before the bundle exists); the monitor itself answers on that same connection (see ``protocol``) once the

@@ -25,7 +25,14 @@ from matou.runtime.api import ExecError
 from matou.runtime.linux import caps as capmod
 from matou.runtime.linux import cgroups
 from matou.runtime.linux import syscalls as sc
-from matou.runtime.linux.init import ContainerPlan, ExecPlan, ProcessPlan, _send, run_container_init, run_exec_init
+from matou.runtime.linux.init import (
+    ContainerPlan,
+    ExecPlan,
+    ProcessPlan,
+    run_container_init,
+    run_exec_init,
+    send_report,
+)
 from matou.runtime.linux.seccomp import BpfCache, profile_key
 from matou.runtime.state import FIFO, ContainerState, check_id, list_ids, proc_stat
 from matou.util.fs import atomic_write, rmtree
@@ -277,7 +284,7 @@ class BuiltinRuntime:
                 cplan.fifo_fd, cplan.cgroup_wait_fd = fifo_fd, cg_r
                 cplan.join_ns = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns.join]
             except BaseException as e:  # noqa: BLE001 - reported through the ready pipe, as the init's errors are
-                _send(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
+                send_report(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
                 os._exit(1)
             self._child(cplan, pplan, w, new_net)
 
@@ -290,10 +297,11 @@ class BuiltinRuntime:
         check_id(cid)
         bundle = os.path.abspath(bundle)
         cfg = plan.load_config(bundle)
-        cplan, pplan, seccomp = self._plan_from_config(cid, bundle, stdio, console_fd, console_sock, cfg=cfg)
         linux = cfg.get("linux") or {}
         ns = self._namespaces(linux.get("namespaces") or [])
         cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
+        cplan, pplan, seccomp = self._plan_from_config(cid, bundle, stdio, console_fd, console_sock, cfg=cfg,
+                                                       planned=(ns, cg))
         join_fds: list[int] = []
 
         def child(fifo_fd: int, cg_r: int, w: int, new_net: bool) -> None:
@@ -313,11 +321,11 @@ class BuiltinRuntime:
 
     def _plan_from_config(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
                           console_sock: int | None, hint: dict[str, Any] | None = None,
-                          cfg: dict[str, Any] | None = None,
+                          cfg: dict[str, Any] | None = None, planned: tuple[_Namespaces, cgroups.Cgroup] | None = None,
                           ) -> tuple[ContainerPlan, ProcessPlan, sc.SeccompProgram | None]:
         """config.json (or ``cfg``, loaded from it) -> what the init executes (without its fds: fifo, cgroup
         pipe, namespaces to join). All validation of the config happens here. With ``hint``, config.json must
-        agree with it."""
+        agree with it. ``planned``: its namespaces and cgroup, if the caller has them already."""
         if cfg is None:
             cfg = plan.load_config(bundle)
         linux = cfg.get("linux") or {}
@@ -330,11 +338,11 @@ class BuiltinRuntime:
         proc = cfg["process"]
         if proc.get("terminal") and console_fd is None and console_sock is None:
             raise InvalidArgument("process.terminal is true: a console (pty slave or console socket) is needed")
-        ns = self._namespaces(linux.get("namespaces") or [])
+        ns, cg = planned or (self._namespaces(linux.get("namespaces") or []),
+                             cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}"))
         seccomp, _key = self._seccomp(linux.get("seccomp"))
         pplan = plan.process_plan(proc, seccomp, self._available_caps, self._last_cap)
         pplan.stdio, pplan.console_fd, pplan.console_sock = stdio, console_fd, console_sock
-        cg = cgroups.Cgroup.plan(self._hier(), linux.get("cgroupsPath") or f"{self.cgroup_parent}/{cid}")
         mounts = plan.mounts(cfg)
         cplan = ContainerPlan(
             id=cid, rootfs=root, readonly_root=bool((cfg.get("root") or {}).get("readonly")),

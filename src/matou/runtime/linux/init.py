@@ -97,7 +97,8 @@ class _ExecFailure(Exception):
         self.message = message
 
 
-def _send(fd: int, obj: dict) -> None:
+def send_report(fd: int, obj: dict) -> None:
+    """One JSON line to the parent's sync pipe (the runtime uses it too, for errors before the init runs)."""
     data = (json.dumps(obj) + "\n").encode()
     with contextlib.suppress(OSError):
         while data:
@@ -105,19 +106,14 @@ def _send(fd: int, obj: dict) -> None:
 
 
 def _reset_signals() -> None:
-    """Undo what CPython does at start-up (SIGPIPE, SIGXFSZ ignored), what the caller ignores or handles (the
-    monitor ignores SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU: ignored signals stay ignored across execve) and
-    whatever it blocked."""
+    """Unblock everything and give every ignored signal its default action: ignored signals stay ignored across
+    execve, and this process inherits CPython's (SIGPIPE, SIGXFSZ), the monitor's (SIGINT, SIGTERM, SIGHUP,
+    SIGTTIN, SIGTTOU) and whatever its ancestors ignored, possibly a signal neither the signal module nor glibc
+    will touch (glibc's 32 and 33): so the kernel's own list, and the raw system call. Caught signals need
+    nothing: execve resets them."""
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for s in signal.valid_signals():
-        # getsignal() knows every disposition (CPython reads them all at start-up) and costs no syscall
-        if s not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(s) not in (signal.SIG_DFL, None):
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(s, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
-    # what is still ignored was ignored before this interpreter started, possibly a signal the signal module
-    # does not handle (glibc's 32 and 33): the kernel's own list
     with open("/proc/self/status", "rb") as f:
         ignored = next((int(line.split()[1], 16) for line in f if line.startswith(b"SigIgn:")), 0)
     for n in range(1, 65):
@@ -266,13 +262,13 @@ def _finish_process(p: ProcessPlan) -> tuple[str, dict[str, str]]:
 
 def _report(sync_fd: int, e: BaseException) -> int:
     if isinstance(e, _ExecFailure):
-        _send(sync_fd, {"error": e.message, "errno": e.errno, "exec": True})
+        send_report(sync_fd, {"error": e.message, "errno": e.errno, "exec": True})
         return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
     if isinstance(e, OSError):
         msg = str(e) if e.strerror is None or e.strerror in str(e) else f"{e}"
-        _send(sync_fd, {"error": msg, "errno": e.errno or 0, "exec": False})
+        send_report(sync_fd, {"error": msg, "errno": e.errno or 0, "exec": False})
     else:
-        _send(sync_fd, {"error": f"{type(e).__name__}: {e}", "errno": 0, "exec": False})
+        send_report(sync_fd, {"error": f"{type(e).__name__}: {e}", "errno": 0, "exec": False})
     return 1
 
 
@@ -346,7 +342,7 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         if not c.cgroup_v2:
             _wait_cgroup(c)  # as late as possible, but the cgroup namespace still needs CAP_SYS_ADMIN
         exe, env = _finish_process(p)
-        _send(sync_fd, {"ok": True})
+        send_report(sync_fd, {"ok": True})
         os.close(sync_fd)
         stage = "fifo"
         fifo = os.open(f"/proc/self/fd/{c.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
