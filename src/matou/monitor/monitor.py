@@ -788,13 +788,15 @@ class Monitor:
             self.runtime.delete(self.cfg.id, force=True)
 
 
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN)
+IGNORED_SIGNALS = tuple(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU,
+                                          signal.SIGTTIN))
 
 
 def prepare_process(libc: Any = None) -> tuple[int, int]:
     """What makes this process a monitor, whatever its container: its own session, no cyclic GC, a child
     subreaper, the signals it ignores, SIGCHLD on a wakeup pipe (returned: read end, write end). A spare runs
     this while it waits for a request, with the spawner's ``libc`` (a CDLL of its own costs a fork ~250 KB)."""
+    import _signal  # not signal: its wrappers convert to and from enums, Python code each monitor would run
     import gc
 
     with contextlib.suppress(OSError):  # a session leader already
@@ -806,12 +808,16 @@ def prepare_process(libc: Any = None) -> tuple[int, int]:
         libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     for s in IGNORED_SIGNALS:
-        if signal.getsignal(s) != signal.SIG_IGN:  # the spawner ignores most of them already
-            signal.signal(s, signal.SIG_IGN)
+        if _signal.getsignal(s) != _signal.SIG_IGN:  # the spawner ignores most of them already
+            _signal.signal(s, _signal.SIG_IGN)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(sig_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _signal.set_wakeup_fd(sig_w)
+    _signal.signal(_signal.SIGCHLD, _ignore)
     return sig_r, sig_w
+
+
+def _ignore(*_: object) -> None:
+    """SIGCHLD's handler: the wakeup fd is what the loop waits on."""
 
 
 def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",

@@ -66,11 +66,15 @@ def _read_request(conn: socket.socket) -> tuple[bytes, bytes] | None:
     return line, rest
 
 
+def _runtime_key(req: dict) -> tuple[str, str, str]:
+    return (req.get("runtime", MonitorConfig.runtime), req.get("runtime_root", MonitorConfig.runtime_root),
+            req.get("cgroup_parent", MonitorConfig.cgroup_parent))
+
+
 def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
     """One warmed runtime object per (runtime, root, cgroup parent), made here before the fork: every monitor
     then starts with the cgroup mounts and capability sets already looked up, in pages it shares with us."""
-    key = (req.get("runtime", MonitorConfig.runtime), req.get("runtime_root", MonitorConfig.runtime_root),
-           req.get("cgroup_parent", MonitorConfig.cgroup_parent))
+    key = _runtime_key(req)
     rt = cache.get(key)
     if rt is None:  # a spare that finds its runtime here (the usual case) runs none of this
         rt = cache[key] = make_runtime(MonitorConfig.from_json(req))
@@ -154,13 +158,14 @@ def serve(path: str) -> None:
         if netns_host_fd >= 0:  # back to the host's; the spare stays in the one made for its container
             setns(netns_host_fd, CLONE_NEWNET)
             os.close(netns_host_fd)
-        data = _read_line(r)  # the spare's request once it took one; nothing if it died first
-        os.close(r)
+        data = _read_line(r)  # "\n" once the spare took a request, or the request if its runtime is new; nothing
+        os.close(r)            # if it died first
         if not data:
             time.sleep(0.05)
             continue
-        with contextlib.suppress(Exception):  # warm the runtime the next spare will most likely need
-            _runtime_for(runtimes, json.loads(data))
+        if data != b"\n":
+            with contextlib.suppress(Exception):  # warm the runtime the next spare will most likely need
+                _runtime_for(runtimes, json.loads(data))
         # Fork the next spare once the container just handed out is under way: forking now would take a CPU
         # from its creation (measured: 'runtime create' 10-11 -> 13-14 ms on 2 cores). A waiting request
         # (a burst of runs) gets its spare at once.
@@ -215,8 +220,10 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
                 continue
             break
         libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a monitor outlives spawner and daemon
+        # the spawner parses the request only to warm a runtime it does not have: every page it writes while this
+        # process is its newest fork becomes this one's private copy (the monitor's PSS)
         with contextlib.suppress(OSError):
-            os.write(taken_w, line + b"\n")
+            os.write(taken_w, b"\n" if _runtime_key(req) in runtimes else line + b"\n")
         os.close(taken_w)
         try:
             runtime = _runtime_for(runtimes, req)

@@ -7,6 +7,7 @@ the caller's child and the caller reaps it.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import datetime
 import errno
@@ -48,11 +49,15 @@ _PLANNING_ERRORS: dict[str, type[Exception]] = {
     e.__name__: e for e in (InvalidArgument, NotFound, Unsupported, Conflict, SystemError_)}
 
 
+_LO_UP = struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING)
+
+
 def _bring_up_loopback() -> None:
-    """A new network namespace starts with lo down; runc and crun bring it up."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """A new network namespace starts with lo down; runc and crun bring it up. The spawner runs this once per
+    spare: _socket, not socket's class, whose enum conversions alone copy ~100 KB of pages per monitor."""
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
-        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING))
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, _LO_UP)
     finally:
         s.close()
 
