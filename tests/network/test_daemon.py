@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, _new_daemon
 from tests.network.conftest import bridge_ports, daemon_config, nft_table
 
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/etc"]  # serves /etc/hostname: the container's short id
@@ -355,3 +357,49 @@ def test_100_concurrent_runs(netd: Daemon, names: list[str]) -> None:
     wait_for(lambda: bridge_ports(bridge) == [])
     table = nft_table("matou_" + daemon_config(d)["bridge"]) or ""
     assert "10.77.8." not in table.split("chain")[0]  # no map element left (the masquerade rule stays)
+
+
+def _host_peer(ns_path: str, ifname: str = "eth0") -> str:
+    """The host-side name of the veth whose other end is ``ifname`` in the namespace pinned at ``ns_path``."""
+    out = subprocess.run(["nsenter", f"--net={ns_path}", "ip", "-o", "link", "show", ifname], capture_output=True,
+                         text=True, check=True).stdout
+    index = out.split("@if", 1)[1].split(":", 1)[0]
+    for name in os.listdir("/sys/class/net"):
+        with contextlib.suppress(OSError), open(f"/sys/class/net/{name}/ifindex") as f:
+            if f.read().strip() == index:
+                return name
+    raise AssertionError(f"no host link with index {index}")
+
+
+def test_default_bridge_sandbox_made_ahead() -> None:
+    """The default bridge's next sandbox (namespace, loopback, veth pair) is made before any run asks for it: the
+    run only configures it. Until taken, its host end is on no bridge; a clean stop removes it."""
+    d = _new_daemon("matou-spare-")
+    d.start()
+    try:
+        d.cli("image", "bootstrap", "busybox")
+        ready = os.path.join(d.exec_root, "netns-ready")
+        wait_for(lambda: len(os.listdir(ready)) == 1)
+        spare = os.path.join(ready, os.listdir(ready)[0])
+        bridge = daemon_config(d)["bridge"]
+        assert bridge_ports(bridge) == []  # nobody's port until taken
+        veth = _host_peer(spare)
+        d.cli("run", "-d", "--name", "sp1", "busybox", "sleep", "600")
+        ns = inspect(d, "sp1")["NetworkSettings"]
+        assert ns["SandboxKey"] == spare
+        assert bridge_ports(bridge) == [veth]
+        link = d.out("exec", "sp1", "ip", "-o", "link", "show", "eth0")
+        assert ns["MacAddress"] in link and "UP" in link
+        assert f"{ns['IPAddress']}/{ns['IPPrefixLen']}" in d.out("exec", "sp1", "ip", "-o", "-4", "addr", "show", "eth0")
+        assert f"default via {ns['Gateway']}" in d.out("exec", "sp1", "ip", "route")
+        d.cli("exec", "sp1", "ping", "-c", "1", "-W", "5", ns["Gateway"])
+        wait_for(lambda: len(os.listdir(ready)) == 2)  # sp1's pin, and the next spare
+        d.cli("rm", "-f", "sp1")
+        wait_for(lambda: len(os.listdir(ready)) == 1 and bridge_ports(bridge) == [] and not os.path.exists(spare))
+        nxt = os.path.join(ready, os.listdir(ready)[0])
+        nxt_veth = _host_peer(nxt)
+        d.stop()
+        assert os.listdir(ready) == []
+        wait_for(lambda: not os.path.exists(f"/sys/class/net/{nxt_veth}"))
+    finally:
+        d.cleanup()

@@ -111,6 +111,27 @@ def test_set_master_and_up(ops: tuple[LinkOps, Scratch, str]) -> None:
     assert link is not None and link.master == br and link.up
 
 
+def test_set_link_in_one_message(ops: tuple[LinkOps, Scratch, str]) -> None:
+    """What taking a spare sandbox does: a host end created down and on no bridge, then up, enslaved and (for the
+    inner end) given its MAC, each in one message."""
+    o, scratch, _ = ops
+    br = o.create_bridge("tbr4")
+    sandbox = scratch.new("sandbox4")
+    fd = os.open(sandbox, os.O_RDONLY)
+    try:
+        idx = o.create_veth("tv4", "eth0", fd, up=False)
+    finally:
+        os.close(fd)
+    link = o.link("tv4")
+    assert link is not None and link.master == 0 and not link.up
+    o.set_link(idx, up=True, master=br, mac="02:42:0a:09:04:01")
+    link = o.link("tv4")
+    assert link is not None and link.master == br and link.up and link.mac == "02:42:0a:09:04:01"
+    o.set_link(idx, up=False)
+    link = o.link("tv4")
+    assert link is not None and not link.up and link.master == br
+
+
 def test_missing_link_errors(ops: tuple[LinkOps, Scratch, str]) -> None:
     o, _, _ = ops
     with pytest.raises(OSError) as e:

@@ -1,10 +1,12 @@
 """The kernel side of bridge networks: bridges, sandboxes (network namespaces) and the veth pairs between them.
 
 Blocking and not thread-safe: one instance per thread (each has its own netlink socket). Per container on the run
-path: one ``unshare``
-and bind mount, one netlink message for the veth pair (host end created up and on its bridge, the other end
-created inside the container's namespace), and four small messages inside (loopback up, eth0 up, address,
-default route). Nothing is deleted on the run path: dropping the namespace takes the container's veth along.
+path, when a spare sandbox was made ahead (premake_sandbox, the default bridge's usual case): three small
+messages (host end up and on its bridge; eth0 up with its MAC; address) and the default route. Otherwise: one
+``unshare`` and bind mount, one netlink message for the veth pair (host end created up and on its bridge, the
+other end created inside the container's namespace), and four small messages inside (loopback up, eth0 up,
+address, default route). Nothing is deleted on the run path: dropping the namespace takes the container's veth
+along.
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ class LinkSpec:
     mac: str
     gateway: str | None = None  # default route through it (the primary network only)
     mtu: int = 0
+
+
+@dataclass
+class SpareSandbox:
+    """A sandbox made before any container asked for it (see BridgeDriver.premake_sandbox): pinned at ``path``,
+    loopback up, ``ifname`` inside (down, no address) and its peer ``veth`` on the host (down, on no bridge, so
+    that it is nobody's port until it is taken). ``nl`` is a netlink socket opened inside."""
+
+    path: str
+    veth: str
+    veth_index: int
+    ifname: str
+    ifindex: int
+    mtu: int
+    nl: LinkOps
 
 
 def veth_name() -> str:
@@ -164,6 +181,53 @@ class BridgeDriver:
             raise
         finally:
             ns_nl.close()
+
+    def premake_sandbox(self, path: str, ifname: str, mtu: int) -> SpareSandbox:
+        """The part of a sandbox that does not depend on its container: the namespace, its pin, loopback and the
+        veth pair (the kernel's dearest step, ~1.2 ms here). Taking it (take_sandbox) is three small messages."""
+        ns_nl = netns.create(path, RawNetlink)
+        try:
+            ns_nl.set_up(1)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                veth = veth_name()
+                index = self.nl.create_veth(veth, ifname, fd, mtu=mtu, up=False)
+            finally:
+                os.close(fd)
+            link = ns_nl.link(ifname)
+            if link is None:
+                raise SystemError_(f"{ifname} did not appear in the spare namespace")
+            return SpareSandbox(path, veth, index, ifname, link.index, mtu, ns_nl)
+        except BaseException:
+            ns_nl.close()
+            netns.remove(path)  # the veth pair goes with the namespace
+            raise
+
+    def take_sandbox(self, spare: SpareSandbox, spec: LinkSpec) -> None:
+        """Give a spare sandbox its container's interface: ``spec.veth`` must be ``spare.veth``. On failure the
+        spare is removed (the caller has nothing to undo)."""
+        try:
+            try:
+                self.nl.set_link(spare.veth_index, up=True, master=self.bridge_index(spec.bridge))
+            except OSError as e:
+                if e.errno != errno.ENODEV:
+                    raise
+                self._index.pop(spec.bridge, None)  # the bridge was recreated: refresh its index once
+                self.nl.set_link(spare.veth_index, up=True, master=self.bridge_index(spec.bridge))
+            spare.nl.set_link(spare.ifindex, up=True, mac=spec.mac)
+            spare.nl.add_address(spare.ifindex, spec.cidr)
+            if spec.gateway:
+                spare.nl.add_default_route(spec.gateway, spare.ifindex)
+        except BaseException:
+            netns.remove(spare.path)
+            raise
+        finally:
+            spare.nl.close()
+
+    @staticmethod
+    def discard_spare(spare: SpareSandbox) -> None:
+        spare.nl.close()
+        netns.remove(spare.path)
 
     def _veth(self, spec: LinkSpec, ns_fd: int) -> None:
         try:

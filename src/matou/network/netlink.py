@@ -116,9 +116,10 @@ class LinkOps(Protocol):
     def links(self) -> list[Link]: ...
     def create_bridge(self, name: str, mtu: int = 0, mac: str | None = None) -> int: ...
     def create_veth(self, name: str, peer: str, peer_netns_fd: int, *, master: int = 0, peer_mac: str | None = None,
-                    mtu: int = 0) -> int: ...
+                    mtu: int = 0, up: bool = True) -> int: ...
     def set_up(self, index: int) -> None: ...
     def set_master(self, index: int, master: int) -> None: ...
+    def set_link(self, index: int, *, up: bool, master: int = 0, mac: str | None = None) -> None: ...
     def delete_link(self, index: int) -> None: ...
     def add_address(self, index: int, cidr: str) -> None: ...
     def delete_address(self, index: int, cidr: str) -> None: ...
@@ -212,7 +213,7 @@ class RawNetlink:
         return link.index
 
     def create_veth(self, name: str, peer: str, peer_netns_fd: int, *, master: int = 0, peer_mac: str | None = None,
-                    mtu: int = 0) -> int:
+                    mtu: int = 0, up: bool = True) -> int:
         """One message: the host end (up, on ``master``) and the peer, created inside the target namespace.
 
         The peer cannot be brought up in the same message (the kernel answers ENOTCONN: the pair is not linked yet
@@ -229,7 +230,8 @@ class RawNetlink:
             attrs += _u32(IFLA_MASTER, master)
         if mtu:
             attrs += _u32(IFLA_MTU, mtu)
-        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + attrs)
+        flags = IFF_UP if up else 0
+        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, flags, IFF_UP) + attrs)
         link = self.link(name)
         if link is None:
             raise NetlinkError(errno.ENODEV, f"veth {name} vanished after creation")
@@ -240,6 +242,11 @@ class RawNetlink:
 
     def set_master(self, index: int, master: int) -> None:
         self._request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, 0, 0) + _u32(IFLA_MASTER, master))
+
+    def set_link(self, index: int, *, up: bool, master: int = 0, mac: str | None = None) -> None:
+        """Up (or down), enslaved to ``master`` and with MAC ``mac`` (when given), in one message."""
+        attrs = (_u32(IFLA_MASTER, master) if master else b"") + (_attr(IFLA_ADDRESS, mac_bytes(mac)) if mac else b"")
+        self._request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP) + attrs)
 
     def delete_link(self, index: int) -> None:
         self._request(RTM_DELLINK, 0, _IFINFO.pack(0, 0, index, 0, 0))

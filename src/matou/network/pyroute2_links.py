@@ -64,13 +64,13 @@ class PyRoute2Links:
         return self._call(self.ipr.link_lookup, ifname=name)[0]
 
     def create_veth(self, name: str, peer: str, peer_netns_fd: int, *, master: int = 0, peer_mac: str | None = None,
-                    mtu: int = 0) -> int:
+                    mtu: int = 0, up: bool = True) -> int:
         p: dict[str, Any] = {"ifname": peer, "net_ns_fd": peer_netns_fd}
         if peer_mac:
             p["address"] = peer_mac
         if mtu:
             p["mtu"] = mtu
-        kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": p, "state": "up"}
+        kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": p, "state": "up" if up else "down"}
         if master:
             kw["master"] = master
         if mtu:
@@ -83,6 +83,14 @@ class PyRoute2Links:
 
     def set_master(self, index: int, master: int) -> None:
         self._call(self.ipr.link, "set", index=index, master=master)
+
+    def set_link(self, index: int, *, up: bool, master: int = 0, mac: str | None = None) -> None:
+        kw: dict[str, Any] = {"index": index, "state": "up" if up else "down"}
+        if master:
+            kw["master"] = master
+        if mac:
+            kw["address"] = mac
+        self._call(self.ipr.link, "set", **kw)
 
     def delete_link(self, index: int) -> None:
         self._call(self.ipr.link, "del", index=index)

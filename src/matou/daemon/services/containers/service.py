@@ -432,9 +432,12 @@ class ContainersService:
             elif net_mode.startswith("container:"):
                 netns = self._namespace_path(net_mode, "net")
             elif networks is not None and net_mode != "none":
-                # the kernel part comes after the spawn: the init makes its own namespace (netns stays None)
-                # and the daemon configures it while the init builds its root filesystem
+                # the kernel part comes after the spawn: the init joins a sandbox made ahead (a spare) or makes
+                # its own namespace (netns stays None); the daemon configures it while the init builds its root
+                # filesystem
                 net_plan = await networks.plan(c)
+                if net_plan.spare is not None:
+                    netns = net_plan.sb.path
                 addresses, dns_embedded = net_plan.addresses, net_plan.dns
                 self._save(c)  # the network service filled in c.networks
             tr.step("endpoints (addresses, records)")

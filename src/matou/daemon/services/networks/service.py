@@ -12,6 +12,11 @@ Where things live:
   thread has its own netlink socket; nftables is only used from the loop (and from the worker before the loop needs
   it, at start, or after, at stop), so the table and its port maps never race. A thread that switches network
   namespace always switches back before it returns.
+- spare sandboxes: the worker keeps one sandbox ready for the next container on the default bridge (namespace
+  pinned under ``netns-ready``, loopback up, a veth pair whose host end is on no bridge yet). ``plan`` takes it,
+  the container's init joins it by path, and ``realize`` only configures it: ~1 ms inline instead of 2.5-5 ms
+  (``run --trace``'s network step here). A taken spare's pin stays where it is, as the container's SandboxKey;
+  an unused one is removed at stop, or swept at the next start after a crash.
 
 Lifecycle: ``start`` (after the containers service re-adopted its containers) recreates bridges, re-attaches the
 surviving veths of running containers, re-reserves their ports, restarts their DNS servers and rebuilds the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -54,7 +60,7 @@ from matou.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unsuppo
 from matou.network import dns as dnsmod
 from matou.network import netns
 from matou.network import ports as portsmod
-from matou.network.bridge import BridgeDriver, LinkSpec, mac_for, veth_name
+from matou.network.bridge import BridgeDriver, LinkSpec, SpareSandbox, mac_for, veth_name
 from matou.network.dns import DNSServer
 from matou.network.firewall import Firewall, PortMap
 from matou.network.ipam import DatabaseIPAM, Pool, pick_subnet
@@ -75,9 +81,13 @@ class SandboxPlan:
     addresses: list[str]  # the container's, primary network first
     dns: str | None  # the embedded DNS server's address, if the container gets one
     plan_ms: float
+    spare: SpareSandbox | None = None  # a premade sandbox taken for it: the init joins sb.path
 
 
 log = logging.getLogger("matoud.networks")
+# after a spare sandbox is taken, wait this long (s) before making the next: not on the CPUs the run that took it
+# is using (2 here), yet ready for the next run of a loop
+SPARE_REFILL_DELAY = 0.03
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -102,6 +112,13 @@ class NetworksService:
         self.db = db
         self.ipam = DatabaseIPAM(db)
         self.netns_dir = os.path.join(self.cfg.exec_root, "netns")
+        # sandboxes made ahead for the next container on the default bridge (see _refill); a taken one keeps its
+        # pin here, as its container's SandboxKey
+        self.spare_dir = os.path.join(self.cfg.exec_root, "netns-ready")
+        self._spare: SpareSandbox | None = None
+        self._refilling = False
+        self._stopping = False
+        self._taken: dict[str, SpareSandbox] = {}  # container id -> spare taken by plan(), until realize()
         self.driver = BridgeDriver()  # the worker thread's
         self.fast = BridgeDriver()    # the event loop's (the run path)
         self._stale_bridge: str | None = None
@@ -208,6 +225,7 @@ class NetworksService:
             sb = SandboxRecord.loads(r["record"])
             (keep if sb.container_id in running else drop).append(sb)
         os.makedirs(self.netns_dir, 0o711, exist_ok=True)
+        os.makedirs(self.spare_dir, 0o711, exist_ok=True)
         restored = await self._run(self._kernel_start, keep, drop)
         for sb in drop:
             self.db.execute("DELETE FROM sandboxes WHERE container_id=?", (sb.container_id,))
@@ -223,6 +241,7 @@ class NetworksService:
         self._started = True
         self._ready.set()
         log.info("networks ready: %d networks, %d running sandboxes restored", len(self._nets), len(restored))
+        self._refill()
 
     def _kernel_start(self, keep: list[SandboxRecord], drop: list[SandboxRecord]
                       ) -> list[tuple[SandboxRecord, list[socket.socket], tuple[socket.socket, socket.socket] | None]]:
@@ -238,11 +257,12 @@ class NetworksService:
                 log.error("network %s: bridge %s: %s", n.name, n.bridge, e)
         for sb in drop:
             self.driver.remove_sandbox(sb.path)
-        known = {os.path.basename(sb.path) for sb in keep}
-        for name in os.listdir(self.netns_dir):  # pins of a crash mid-setup or mid-teardown
-            if name not in known:
-                log.info("removing orphaned network namespace %s", name)
-                self.driver.remove_sandbox(os.path.join(self.netns_dir, name))
+        known = {sb.path for sb in keep}
+        for d in (self.netns_dir, self.spare_dir):  # pins of a crash mid-setup or mid-teardown, unused spares
+            for name in os.listdir(d):
+                if os.path.join(d, name) not in known:
+                    log.info("removing orphaned network namespace %s", name)
+                    self.driver.remove_sandbox(os.path.join(d, name))
         out = []
         for sb in keep:
             if not netns.is_pinned(sb.path):
@@ -283,7 +303,12 @@ class NetworksService:
         return out
 
     async def stop(self) -> None:
+        self._stopping = True  # no more refills
         await self.settle()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            with contextlib.suppress(Exception):
+                await self._run(self.driver.discard_spare, spare)
         for srv in self._dns.values():
             srv.close()
         self._dns.clear()
@@ -463,17 +488,26 @@ class NetworksService:
         if reqs and self.fw is None:
             raise Unsupported("publishing ports needs the daemon's firewall (\"iptables\": true in its config)")
         sid = new_id()
-        sb = SandboxRecord(c.id, c.name, os.path.join(self.netns_dir, sid[:12]), sid, links, [], want_dns,
+        path = os.path.join(self.netns_dir, sid[:12])
+        spare = self._take_spare(c, specs[0]) if len(specs) == 1 and not want_dns else None
+        if spare is not None:  # the init joins it by path (config.json), and realize() only configures it
+            path = spare.path
+            specs[0] = dataclasses.replace(specs[0], veth=spare.veth)
+            for lk in links.values():
+                lk.veth = spare.veth
+        sb = SandboxRecord(c.id, c.name, path, sid, links, [], want_dns,
                            names.upstreams(c, self.cfg) if want_dns else [])
         return SandboxPlan(sb, specs, reqs, [lk.ip for lk in links.values()],
-                           dnsmod.ADDRESS if want_dns else None, (time.perf_counter() - t0) * 1e3)
+                           dnsmod.ADDRESS if want_dns else None, (time.perf_counter() - t0) * 1e3, spare)
 
     async def realize(self, c: Container, p: SandboxPlan, pid: int | None = None) -> str:
         """The kernel part: pin the namespace (new, or the one process ``pid`` made), create and configure
         the veths, publish the ports, record the sandbox, start its DNS server. Returns the namespace path."""
         sb = p.sb
         t1 = time.perf_counter()
-        socks, held, maps = self._kernel_setup(sb.path, p.specs, sb.dns, p.reqs, p.addresses[0], c.name, pid)
+        self._taken.pop(c.id, None)  # from here on, teardown() removes it as the container's sandbox
+        socks, held, maps = self._kernel_setup(sb.path, p.specs, sb.dns, p.reqs, p.addresses[0], c.name, pid,
+                                               p.spare)
         t2 = time.perf_counter()
         sb.ports = [portdict(m) for m in maps]
         self._sandboxes[c.id] = sb
@@ -502,9 +536,13 @@ class NetworksService:
         return await self.realize(c, p), p.addresses, p.dns
 
     def _kernel_setup(self, path: str, specs: list[LinkSpec], want_dns: bool, reqs: list[portsmod.Request],
-                      ip: str, owner: str, pid: int | None = None
+                      ip: str, owner: str, pid: int | None = None, spare: SpareSandbox | None = None
                       ) -> tuple[tuple[socket.socket, socket.socket] | None, list[socket.socket], list[PortMap]]:
-        socks = self.fast.create_sandbox(path, specs, want_dns, pid)
+        if spare is not None:
+            self.fast.take_sandbox(spare, specs[0])
+            socks = None
+        else:
+            socks = self.fast.create_sandbox(path, specs, want_dns, pid)
         held: list[socket.socket] = []
         maps: list[PortMap] = []
         try:
@@ -541,6 +579,9 @@ class NetworksService:
         self._dns[cid] = srv
 
     async def teardown(self, c: Container) -> None:
+        spare = self._taken.pop(c.id, None)
+        if spare is not None:  # planned with a spare, but the start failed before realize()
+            self._discard(spare)
         sb = self._sandboxes.pop(c.id, None)
         if sb is None:
             row = self.db.one("SELECT record FROM sandboxes WHERE container_id=?", (c.id,))
@@ -565,6 +606,54 @@ class NetworksService:
         self._pending.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("network teardown: %s", fut.exception())
+
+    # ------------------------------------------------------------------ spare sandboxes
+    def _refill(self) -> None:
+        """Make the next default-bridge container's sandbox on the worker thread, off every run's path: a run
+        then only configures it (~1 ms inline instead of ~2.5-5 ms of namespace, pin and veth pair)."""
+        if not self._started or self._stopping or self._refilling or self._spare is not None:
+            return
+        net = self._default_bridge()
+        if net is None:
+            return
+        self._refilling = True
+        path = os.path.join(self.spare_dir, new_id()[:12])
+        fut = asyncio.get_running_loop().run_in_executor(self._exec, self.driver.premake_sandbox, path, "eth0",
+                                                         net.mtu)
+        self._pending.add(fut)
+        fut.add_done_callback(self._refilled)
+
+    def _refilled(self, fut: asyncio.Future[SpareSandbox]) -> None:
+        self._pending.discard(fut)
+        self._refilling = False
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.warning("making a spare sandbox: %s", fut.exception())
+            return
+        spare = fut.result()
+        if self._stopping or self._spare is not None:
+            self._discard(spare)
+        else:
+            self._spare = spare
+
+    def _discard(self, spare: SpareSandbox) -> None:
+        fut = asyncio.get_running_loop().run_in_executor(self._exec, self.driver.discard_spare, spare)
+        self._pending.add(fut)
+        fut.add_done_callback(self._teardown_done)
+
+    def _default_bridge(self) -> NetworkRecord | None:
+        return next((n for n in self._nets.values() if n.name == DEFAULT_BRIDGE and n.driver == "bridge"), None)
+
+    def _take_spare(self, c: Container, spec: LinkSpec) -> SpareSandbox | None:
+        spare, net = self._spare, self._default_bridge()
+        if spare is None or net is None or spare.mtu != spec.mtu or net.bridge != spec.bridge \
+                or spare.ifname != spec.ifname:
+            return None
+        self._spare = None
+        self._taken[c.id] = spare
+        asyncio.get_running_loop().call_later(SPARE_REFILL_DELAY, self._refill)
+        return spare
 
     async def settle(self) -> None:
         """Wait for queued teardowns (tests, shutdown)."""
