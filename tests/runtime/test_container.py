@@ -271,6 +271,59 @@ def test_joining_an_existing_network_namespace(builtin, bundles):
     builtin.rt.delete("ns1")
 
 
+def _read_to_eof(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 65536):
+        out += chunk
+    return out
+
+
+def test_preclone_becomes_a_container_made_after_it(builtin, bundles):
+    """preclone(): an init cloned before its container existed (rootfs mounted and config.json written after the
+    clone) becomes that container's init with launch_precloned(), planning itself and making its mount namespace
+    once told; stdin is /dev/null unless asked for. A hint for other namespaces (here: the host's pid namespace)
+    is refused with nothing done, and a pre-cloned init whose go pipe closes unused exits by itself."""
+    from matou.runtime.builtin import PrecloneUnfit
+    from matou.runtime.spec import launch_hint
+
+    rt = builtin.rt
+    rt.warm()
+    pre = rt.preclone(new_net=True)
+    builtin.pids.append(pre.pid)
+    b = bundles.make("pre", ["sh", "-c", "echo out; echo err >&2; ls -l /proc/self/fd/0; grep -c . /proc/net/dev; "
+                                         "echo $$; cat /proc/self/mountinfo | grep -c ' / / '"])
+    builtin.ids.append("pre")
+    launch = rt.launch_precloned(pre, "pre", b, launch_hint(bundles.config(b)), open_stdin=False)
+    assert launch.pid == pre.pid
+    rt.ready(launch)
+    assert rt.state("pre")["status"] == "created"
+    rt.start("pre")
+    out, err = _read_to_eof(pre.stdout_r), _read_to_eof(pre.stderr_r)
+    for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
+        os.close(fd)
+    assert builtin.wait(pre.pid) == 0
+    lines = out.decode().splitlines()
+    assert lines[0] == "out" and err == b"err\n"
+    assert lines[1].endswith("/dev/null")  # not the pre-made stdin pipe
+    assert lines[2] == "3"  # /proc/net/dev: two header lines and lo, in a network namespace of its own
+    assert lines[3:] == ["1", "1"]  # PID 1, in a root filesystem of its own
+    rt.delete("pre")
+
+    pre2 = rt.preclone(new_net=True)
+    builtin.pids.append(pre2.pid)
+    b2 = bundles.make("pre2", ["true"])
+    hint = launch_hint(bundles.config(b2))
+    hint["namespaces"] = [n for n in hint["namespaces"] if n["type"] != "pid"]
+    with pytest.raises(PrecloneUnfit):
+        rt.launch_precloned(pre2, "pre2", b2, hint, open_stdin=False)
+    with pytest.raises(NotFound):
+        rt.state("pre2")
+    os.close(pre2.go_w)
+    assert builtin.wait(pre2.pid) == 0
+    for fd in (pre2.ready_r, pre2.cg_w, pre2.stdin_w, pre2.stdout_r, pre2.stderr_r):
+        os.close(fd)
+
+
 def test_launch_hinted_plans_in_the_init(builtin, bundles):
     """launch_hinted(): the caller clones with the hint only; the init reads config.json itself. The result is
     the container create() makes (seccomp program on disk for exec, cgroups, state); a config.json that

@@ -9,9 +9,13 @@ Life: set up while the daemon mounts the rootfs and writes the bundle -> on its 
 output is lost) -> relay I/O until init exits and its pipes reach EOF -> report the exit, record it -> delete
 the runtime state (cgroups) -> exit. See ``protocol`` for the messages.
 
-Creating: with the built-in runtime and the daemon's launch hint (the common case) the monitor clones the init
-itself and the init plans from config.json (BuiltinRuntime.launch_hinted): no helper process per container.
-For a tty or an OCI runtime CLI (runc, crun) a short-lived creator does it (``creator``). Every line of Python
+Creating: with the built-in runtime and the daemon's launch hint (the common case) the init is this process's
+child, and plans itself from config.json: no helper process per container. Usually it was cloned while this
+process was a spare (BuiltinRuntime.preclone, in new pid, uts and ipc namespaces, its planning rehearsed) and
+"go" only tells it its container (launch_precloned): the clone and the init's first steps leave the run's path
+(the daemon's go -> start reply, in the run timeline: ~20 -> ~15 ms). A container that wants other namespaces
+(the host's pid, uts, ipc or network) gets a fresh clone at "go" (launch_hinted). For a tty or an OCI runtime
+CLI (runc, crun) a short-lived creator does it (``creator``). Every line of Python
 run here costs private memory for the container's whole life (copy-on-write pages shared with the spawner):
 what does not depend on the request runs in the spare before it (``prepare_process``), the rest is kept short.
 """
@@ -123,8 +127,10 @@ def make_runtime(cfg: MonitorConfig) -> Any:
 
 class Monitor:
     def __init__(self, cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
-                 netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None) -> None:
+                 netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None, preclone: Any = None) -> None:
         self.cfg = cfg
+        # an init this process cloned while it was a spare (runtime.builtin.Preclone), if ``runtime`` made it
+        self.preclone = preclone
         self.signal_pipe = signal_pipe  # from prepare_process(), if this process ran it already
         self.ctl = ctl
         self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
@@ -248,9 +254,10 @@ class Monitor:
         self._leave_premade_netns()
         return create_in_child(self.runtime, {"op": op, "id": self.cfg.id, "bundle": self.cfg.bundle}, fds)
 
-    def _launch_here(self, stdio: tuple[int, int, int]) -> tuple[int, int]:
-        """The common case (built-in runtime, no tty, the daemon's launch hint): clone the init from this
-        process, which needs no config.json, and leave all planning to the init. Returns (pid, ready fd).
+    def _launch_here(self, launch_with: Any) -> tuple[int, int]:
+        """The common case (built-in runtime, no tty, the daemon's launch hint): the init is cloned from this
+        process (or was, while it was a spare), needs no config.json, and does all planning itself.
+        ``launch_with(on_cloned)`` runs the runtime's launch. Returns (pid, ready fd).
 
         The daemon hears of the init as soon as it is cloned, so that it sets up the network and attaches while
         this process makes the cgroups and writes the state (~4 ms here). Should that fail, the runtime has
@@ -263,9 +270,7 @@ class Monitor:
             self._reply_created(launch.pid)
 
         try:
-            launch = self.runtime.launch_hinted(self.cfg.id, self.cfg.bundle, self.launch_hint, stdio=stdio,
-                                                on_cloned=on_cloned,
-                                                netns_premade=self.netns_host_fd if self.netns_host_fd >= 0 else None)
+            launch = launch_with(on_cloned)
         except Exception as e:
             if not cloned:
                 raise
@@ -287,6 +292,11 @@ class Monitor:
 
     def _create(self) -> None:
         deferred = hasattr(self.runtime, "launch")  # the built-in runtime: readiness is checked at start
+        pre, self.preclone = self.preclone, None
+        if pre is not None:
+            if not self.cfg.tty and self.launch_hint and pre[0] is self.runtime and self._create_precloned(pre[1]):
+                return
+            pre[1].discard()  # our loop reaps it
         if self.cfg.tty:
             msg, fds = self._in_creator("launch_tty" if deferred else "create_tty", [])
             pid, master = int(msg["pid"]), fds[0]
@@ -305,7 +315,10 @@ class Monitor:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             try:
                 if deferred and self.launch_hint and hasattr(self.runtime, "launch_hinted"):
-                    pid, ready_fd = self._launch_here((in_r, out_w, err_w))
+                    stdio = (in_r, out_w, err_w)
+                    pid, ready_fd = self._launch_here(lambda cb: self.runtime.launch_hinted(
+                        self.cfg.id, self.cfg.bundle, self.launch_hint, stdio=stdio, on_cloned=cb,
+                        netns_premade=self.netns_host_fd if self.netns_host_fd >= 0 else None))
                     if ready_fd >= 0:
                         self.launch = self._launch_record(pid, ready_fd)
                 else:
@@ -332,6 +345,32 @@ class Monitor:
             self.mnt_ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         for fd in self.out_fds:
             self.sel.register(fd, selectors.EVENT_READ, ("out", None))
+
+    def _create_precloned(self, pre: Any) -> bool:
+        """_create() with the init this process cloned while it was a spare; False if that init does not fit
+        (the caller discards it and clones a fresh one)."""
+        from matou.runtime.builtin import PrecloneUnfit
+
+        try:
+            pid, ready_fd = self._launch_here(lambda cb: self.runtime.launch_precloned(
+                pre, self.cfg.id, self.cfg.bundle, self.launch_hint, open_stdin=self.cfg.open_stdin, on_cloned=cb))
+        except PrecloneUnfit:
+            return False
+        if ready_fd >= 0:
+            self.launch = self._launch_record(pid, ready_fd)
+        for fd in (pre.stdout_r, pre.stderr_r):
+            _nonblock(fd)
+        self.out_fds[pre.stdout_r] = P.STDOUT
+        self.out_fds[pre.stderr_r] = P.STDERR
+        if self.cfg.open_stdin:
+            _nonblock(pre.stdin_w)
+            self.stdin_fd = pre.stdin_w
+        else:
+            os.close(pre.stdin_w)
+        self.init_pid = pid  # its mount namespace is made after "go": _start takes the reference
+        for fd in self.out_fds:
+            self.sel.register(fd, selectors.EVENT_READ, ("out", None))
+        return True
 
     def _launch_record(self, pid: int, ready_fd: int) -> Any:
         from matou.runtime.builtin import Launch
@@ -633,6 +672,9 @@ class Monitor:
             if self.launch is not None:
                 launch, self.launch = self.launch, None
                 self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit
+                if self.mnt_ns_fd < 0:
+                    with contextlib.suppress(OSError):
+                        self.mnt_ns_fd = os.open(f"/proc/{self.init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             self.runtime.start(self.cfg.id)
         except Exception as e:
             self._send(c, P.line({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)}))
@@ -821,5 +863,5 @@ def _ignore(*_: object) -> None:
 
 
 def run_monitor(cfg: MonitorConfig, ctl: socket.socket, runtime: Any = None, ctl_buffered: bytes = b"",
-                netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None) -> int:
-    return Monitor(cfg, ctl, runtime, ctl_buffered, netns_host_fd, signal_pipe).run()
+                netns_host_fd: int = -1, signal_pipe: tuple[int, int] | None = None, preclone: Any = None) -> int:
+    return Monitor(cfg, ctl, runtime, ctl_buffered, netns_host_fd, signal_pipe, preclone).run()

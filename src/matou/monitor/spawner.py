@@ -82,7 +82,7 @@ def _runtime_for(cache: dict[tuple[str, str, str], Any], req: dict) -> Any:
 
 
 def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, runtime: Any, rest: bytes,
-                    netns_host_fd: int, signal_pipe: tuple[int, int]) -> None:
+                    netns_host_fd: int, signal_pipe: tuple[int, int], preclone: Any) -> None:
     listener.close()
     cfg = MonitorConfig.from_json(req)
     os.makedirs(cfg.state_dir, exist_ok=True)
@@ -95,7 +95,7 @@ def _become_monitor(listener: socket.socket, conn: socket.socket, req: dict, run
     os.close(log)
     code = 1
     try:
-        code = run_monitor(cfg, conn, runtime, rest, netns_host_fd, signal_pipe)
+        code = run_monitor(cfg, conn, runtime, rest, netns_host_fd, signal_pipe, preclone)
     except BaseException as e:  # the monitor must never leave a traceback-less death
         import traceback
 
@@ -194,6 +194,18 @@ def _premake_netns() -> int:
         return -1
 
 
+def _preclone(runtimes: dict[tuple[str, str, str], Any], netns_host_fd: int) -> tuple[Any, Any] | None:
+    """(runtime, init) cloned while this spare waits (runtime.builtin.BuiltinRuntime.preclone), or None: with
+    the built-in runtime the spawner has warmed (its first container's; a request for another discards it)."""
+    rt = next((r for r in runtimes.values() if hasattr(r, "preclone")), None)
+    if rt is None:
+        return None
+    try:
+        return rt, rt.preclone(new_net=netns_host_fd < 0)
+    except Exception:  # noqa: BLE001 - the monitor then clones at "go", as without
+        return None
+
+
 def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], taken_w: int, parent: int,
            libc: ctypes.CDLL, netns_host_fd: int) -> None:
     """Wait for a request, tell the spawner (which forks the next spare), become that request's monitor."""
@@ -202,6 +214,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
         if os.getppid() != parent:
             os._exit(0)
         signal_pipe = prepare_process(libc)  # while idle: none of it depends on the request
+        preclone = _preclone(runtimes, netns_host_fd)
         while True:
             conn, _ = listener.accept()
             try:
@@ -229,7 +242,7 @@ def _spare(listener: socket.socket, runtimes: dict[tuple[str, str, str], Any], t
             runtime = _runtime_for(runtimes, req)
         except Exception:  # noqa: BLE001 - the monitor makes its own and reports what is wrong
             runtime = None
-        _become_monitor(listener, conn, req, runtime, rest, netns_host_fd, signal_pipe)
+        _become_monitor(listener, conn, req, runtime, rest, netns_host_fd, signal_pipe, preclone)
     finally:
         os._exit(1)
 
