@@ -80,6 +80,7 @@ class ContainerPlan:
     fifo_fd: int
     cgroup_wait_fd: int  # the parent writes one byte once it has moved us into our cgroups (see wait_cgroup)
     parent_pid: int = field(default_factory=os.getpid)
+    early_setup_done: bool = False  # early_setup() ran already (a pre-cloned init, while it waited)
 
 
 @dataclass
@@ -119,6 +120,13 @@ def _reset_signals() -> None:
     for n in range(1, 65):
         if ignored >> (n - 1) & 1 and n not in (signal.SIGKILL, signal.SIGSTOP):
             sc.default_signal(n)
+
+
+def early_setup() -> None:
+    """The first steps of every container init without a console, whatever its container: signals at their
+    defaults, a session of its own. A pre-cloned init takes them while it waits for its container."""
+    _reset_signals()
+    os.setsid()
 
 
 def _stdio(p: ProcessPlan) -> None:
@@ -292,9 +300,10 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
     stage = "init"
     try:
         stage = "setup"
-        _reset_signals()
-        if p.console_fd is None and p.console_sock is None:
-            os.setsid()  # its own session, as with a console (a caller's session is no business of the container)
+        if not c.early_setup_done:
+            _reset_signals()
+            if p.console_fd is None and p.console_sock is None:
+                os.setsid()  # its own session, as with a console (a caller's session is no business of the container)
         _stdio(p)
         for fd, flag in c.join_ns:
             sc.setns(fd, flag)
