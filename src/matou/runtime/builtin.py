@@ -428,10 +428,7 @@ class BuiltinRuntime:
             root = plan.rootfs_path(bundle, {"root": hint.get("root")})
             cg = cgroups.Cgroup.plan(self._hier(), hint.get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}")
         except BaseException:  # the init fails on the same (its report goes unread): end it, leave nothing
-            with contextlib.suppress(OSError):
-                os.kill(pre.pid, 9)
-            _wait_child(pre.pid)
-            rmtree(state_dir)
+            self._undo_launch(pre.pid, None, state_dir)
             os.close(pre.ready_r)
             os.close(pre.cg_w)
             raise
@@ -569,14 +566,7 @@ class BuiltinRuntime:
             for fd in (r, cg_w):
                 opened.remove(fd)  # _join_cloned's now
         except BaseException:
-            if pid > 0:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, 9)
-                _wait_child(pid)
-            if made_cg:
-                with contextlib.suppress(Exception):
-                    cg.destroy()
-            rmtree(state_dir)
+            self._undo_launch(pid, cg if made_cg else None, state_dir)
             raise
         finally:
             for fd in opened:
@@ -584,6 +574,18 @@ class BuiltinRuntime:
                     os.close(fd)
         return self._join_cloned(Launch(cid, pid, r), cg_w, bundle, root, cg, resources, annotations, seccomp,
                                  pid_file, on_cloned, made_cg=made_cg, born_inside=into_fd is not None)
+
+    @staticmethod
+    def _undo_launch(pid: int, cg: cgroups.Cgroup | None, state_dir: str) -> None:
+        """What a failed launch leaves: end and reap its init (if cloned), remove its cgroups (if made), its state."""
+        if pid > 0:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+            _wait_child(pid)
+        if cg is not None:
+            with contextlib.suppress(Exception):
+                cg.destroy()
+        rmtree(state_dir)
 
     def _new_state_dir(self, cid: str) -> str:
         state_dir = self._dir(cid)
@@ -632,13 +634,7 @@ class BuiltinRuntime:
                 os.close(cg_w)
             return launch
         except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
-            _wait_child(pid)
-            if made_cg:
-                with contextlib.suppress(Exception):
-                    cg.destroy()
-            rmtree(self._dir(cid))
+            self._undo_launch(pid, cg if made_cg else None, self._dir(cid))
             try:
                 if isinstance(e, OSError) and e.errno in (errno.EPIPE, errno.ESRCH):
                     # the init ended first (launch_hinted: config.json was invalid); its report says why
