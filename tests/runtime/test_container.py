@@ -324,6 +324,42 @@ def test_preclone_becomes_a_container_made_after_it(builtin, bundles):
         os.close(fd)
 
 
+def test_an_unstarted_init_dies_with_its_monitor(builtin, bundles):
+    """An init launched by a monitor that dies before starting it must not wait for the start forever (holding
+    its cgroups and mounts): it dies with it. A started container outlives it (see the engine's restart tests)."""
+    from matou.runtime.spec import launch_hint
+
+    rt = builtin.rt
+    b = bundles.make("orphan", ["true"])
+    builtin.ids.append("orphan")
+    hint = launch_hint(bundles.config(b))
+    r, w = os.pipe()
+    monitor = os.fork()
+    if monitor == 0:  # the monitor: launch, wait until the init is ready, then die without starting it
+        try:
+            launch = rt.launch_hinted("orphan", b, hint)
+            rt.ready(launch, reap=False)
+            os.write(w, str(launch.pid).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    pid = int(os.read(r, 100) or b"0")
+    os.close(r)
+    os.waitpid(monitor, 0)
+    assert pid > 0
+    builtin.pids.append(pid)  # killed at teardown should this test fail
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break  # dead; its reaper is whoever adopted it
+        time.sleep(0.02)
+    if os.path.exists(f"/proc/{pid}"):
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z", "the init outlived its monitor"
+    rt.delete("orphan", force=True)
+
+
 def test_launch_hinted_plans_in_the_init(builtin, bundles):
     """launch_hinted(): the caller clones with the hint only; the init reads config.json itself. The result is
     the container create() makes (seccomp program on disk for exec, cgroups, state); a config.json that
@@ -363,8 +399,8 @@ def test_launch_hinted_plans_in_the_init(builtin, bundles):
         edit(cfg)
         bundles.save_config(b, cfg)
         builtin.ids.append(name)
-        launch = rt.launch_hinted(name, b, hint)
-        with pytest.raises(InvalidArgument) as ei:
+        with pytest.raises(InvalidArgument) as ei:  # from the launch itself if the init failed first, else ready()
+            launch = rt.launch_hinted(name, b, hint)
             rt.ready(launch, reap=True)
         assert words in str(ei.value)
         with pytest.raises(NotFound):

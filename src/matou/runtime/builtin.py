@@ -332,6 +332,7 @@ class BuiltinRuntime:
                 self._keep_seccomp(cid, seccomp)
             cplan.fifo_fd, cplan.cgroup_wait_fd = fifo_fd, cg_r
             cplan.early_setup_done = early_setup_done
+            cplan.die_with_parent = True  # its parent is the caller, which starts it (the monitor)
             cplan.join_ns = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns.join]
         except BaseException as e:  # noqa: BLE001 - reported through the ready pipe, as the init's errors are
             send_report(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})

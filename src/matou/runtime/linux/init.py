@@ -81,6 +81,9 @@ class ContainerPlan:
     cgroup_wait_fd: int  # the parent writes one byte once it has moved us into our cgroups (see wait_cgroup)
     parent_pid: int = field(default_factory=os.getpid)
     early_setup_done: bool = False  # early_setup() ran already (a pre-cloned init, while it waited)
+    # killed if its parent (the monitor) dies before the exec: nobody would ever start it, and it would wait for
+    # that forever, holding its cgroups and mounts
+    die_with_parent: bool = False
 
 
 @dataclass
@@ -300,6 +303,8 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
     stage = "init"
     try:
         stage = "setup"
+        if c.die_with_parent:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not c.early_setup_done:
             _reset_signals()
             if p.console_fd is None and p.console_sock is None:
@@ -358,6 +363,9 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         os.write(fifo, b"0")
         os.close(c.fifo_fd)
         stage = "exec"
+        if c.die_with_parent:  # started: from here on the container outlives its monitor
+            with contextlib.suppress(OSError):  # a seccomp profile may refuse prctl: it then dies with it
+                sc.prctl(sc.PR_SET_PDEATHSIG, 0)
         try:
             os.execve(exe, p.args, env)
         except OSError as e:
