@@ -45,12 +45,15 @@ def _take_over(resp: Response, out: Any, err: Any) -> tuple[Any, Any, Any, bytea
 
 
 def pump_run(resp: Response, out: Any = None, err: Any = None) -> list[dict[str, Any]]:
-    """Copy the frames of a /containers/run stream to stdout/stderr until the server closes it; returns the
-    control messages (stream 3), in order."""
+    """Copy the frames of a /containers/run stream to stdout/stderr until the exit status (the last control
+    message, stream 3) or the server closes it; returns the control messages, in order. Not waiting for the
+    close after the status takes ~1 ms off every `run`."""
     out, err, sock, buf = _take_over(resp, out, err)
     control: list[dict[str, Any]] = []
     while True:
         demux(buf, out, err, control)
+        if control and "StatusCode" in control[-1]:
+            return control
         try:
             data = sock.recv(65536)
         except OSError:

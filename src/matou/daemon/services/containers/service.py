@@ -1142,7 +1142,6 @@ class ContainersService:
             await self.start_container(cid)
             async with self._changed:
                 await self._changed.wait_for(lambda: self._exits.get(cid, 0) > seen)
-            await asyncio.wait_for(attach_task, 30)
             code = self.get(cid).state.ExitCode
         except BaseException:
             if attach_task is not None:
@@ -1151,8 +1150,15 @@ class ContainersService:
                 with contextlib.suppress(Exception):
                     await self.remove(cid, force=True, volumes=True)
             raise
-        if remove and not (keep and keep(code)):
-            await self.remove(cid, force=True, volumes=True)
+        # the output still in flight and the removal, side by side: the monitor drained the container's pipes
+        # before it reported the exit, and removing touches nothing of the attach stream
+        removal = (asyncio.ensure_future(self.remove(cid, force=True, volumes=True))
+                   if remove and not (keep and keep(code)) else None)
+        try:
+            await asyncio.wait_for(attach_task, 30)
+        finally:
+            if removal is not None:
+                await removal
         return code
 
     # ------------------------------------------------------------------ exec
