@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -433,3 +434,34 @@ def test_failure_after_the_clone_is_reported_by_start(daemon: Daemon, busybox: s
         "exited", "125"]
     daemon.cli("rm", "late-fail")
     assert daemon.out("run", "--rm", busybox, "echo", "still fine") == "still fine\n"
+
+
+def test_start_sweeps_runtime_state_nobody_runs() -> None:
+    """Runtime state left by a monitor that died before it deleted its container's (a state directory with or
+    without state.json) is removed when the daemon starts; a running container's is kept, and it still works."""
+    from tests.conftest import _new_daemon
+
+    d = _new_daemon("matou-sweep-")
+    d.start()
+    try:
+        d.cli("image", "bootstrap", "busybox")
+        d.cli("run", "-d", "--name", "keep", "busybox", "sleep", "600")
+        keep = d.out("inspect", "--format", "{{.Id}}", "keep").strip()
+        root = os.path.join(d.exec_root, "runtime", "matou")
+        assert os.path.isdir(os.path.join(root, keep))
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        half, gone = os.path.join(root, "a" * 64), os.path.join(root, "b" * 64)
+        os.makedirs(half)
+        open(os.path.join(half, "exec.fifo"), "w").close()  # killed mid-launch: no state.json yet
+        os.makedirs(gone)
+        with open(os.path.join(gone, "state.json"), "w") as f:
+            json.dump({"id": "b" * 64, "pid": dead.pid, "start_time": 1, "bundle": "/nonexistent",
+                       "rootfs": "/nonexistent", "created": "2026-01-01T00:00:00Z"}, f)
+        d.stop()
+        d.start()
+        assert sorted(os.listdir(root)) == [keep]
+        assert d.out("exec", "keep", "echo", "alive") == "alive\n"
+        d.cli("rm", "-f", "keep")
+    finally:
+        d.cleanup()

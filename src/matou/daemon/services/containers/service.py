@@ -150,6 +150,7 @@ class ContainersService:
                 await self._readopt(c)
             except Exception:
                 log.exception("re-adopting %s failed", c.id[:12])
+        await asyncio.to_thread(self._sweep_runtime_state)
         # restart policies after a daemon restart
         for c in self._all():
             pol = c.host_config.get("RestartPolicy", {}).get("Name")
@@ -158,6 +159,29 @@ class ContainersService:
             if pol == "always" or (pol == "unless-stopped" and not c.manually_stopped):
                 if c.has_been_started:
                     self.track(self._try_start(c.id))
+
+    def _sweep_runtime_state(self) -> None:
+        """The built-in runtime's state of containers no monitor runs (after re-adoption): a monitor killed
+        before it deleted its container's leaves the state directory, maybe the cgroups and an init that was
+        never started, and nobody else would remove them."""
+        root = os.path.join(self.runtime_root, "matou")
+        live = set(self.running) | {c.id for c in self._all()  # a failed re-adoption is no reason to kill
+                                    if c.state.Running or c.state.Status in ("running", "paused", "restarting")}
+        try:
+            stale = [d for d in os.listdir(root) if d not in live]
+        except FileNotFoundError:
+            return
+        if not stale:
+            return
+        from matou.runtime.builtin import BuiltinRuntime  # only now: the daemon does not run containers itself
+
+        rt = BuiltinRuntime(root)
+        for cid in stale:
+            try:
+                rt.delete(cid, force=True)
+            except Exception:  # noqa: BLE001 - no state.json (killed mid-launch), or unreadable: the files go
+                shutil.rmtree(os.path.join(root, cid), ignore_errors=True)
+            log.info("removed runtime state of %s: no monitor runs it", cid[:12])
 
     async def stop(self) -> None:
         self._stopping = True
