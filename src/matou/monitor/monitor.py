@@ -13,7 +13,7 @@ Creating: with the built-in runtime and the daemon's launch hint (the common cas
 child, and plans itself from config.json: no helper process per container. Usually it was cloned while this
 process was a spare (BuiltinRuntime.preclone, in new pid, uts and ipc namespaces, its planning rehearsed) and
 "go" only tells it its container (launch_precloned): the clone and the init's first steps leave the run's path
-(the daemon's go -> start reply, in the run timeline: ~20 -> ~15 ms). A container that wants other namespaces
+(the daemon's go -> start reply, in the run timeline: ~20 -> ~13 ms). A container that wants other namespaces
 (the host's pid, uts, ipc or network) gets a fresh clone at "go" (launch_hinted). For a tty or an OCI runtime
 CLI (runc, crun) a short-lived creator does it (``creator``). Every line of Python
 run here costs private memory for the container's whole life (copy-on-write pages shared with the spawner):

@@ -41,7 +41,7 @@ from matou.util.fs import atomic_write, rmtree
 
 TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _SIOCSIFFLAGS = 0x8914
@@ -51,6 +51,12 @@ _PLANNING_ERRORS: dict[str, type[Exception]] = {
 
 
 _LO_UP = struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING)
+
+
+def _planning_failed(w: int, e: BaseException) -> NoReturn:
+    """An init that cannot plan itself reports why (ready() raises it as create's error: see _PLANNING_ERRORS)."""
+    send_report(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
+    os._exit(1)
 
 
 def _bring_up_loopback() -> None:
@@ -335,8 +341,7 @@ class BuiltinRuntime:
             cplan.die_with_parent = True  # its parent is the caller, which starts it (the monitor)
             cplan.join_ns = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns.join]
         except BaseException as e:  # noqa: BLE001 - reported through the ready pipe, as the init's errors are
-            send_report(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
-            os._exit(1)
+            _planning_failed(w, e)
         self._child(cplan, pplan, w, new_net)
 
     # ------------------------------------------------------------------------------------------------ pre-clone
@@ -395,8 +400,7 @@ class BuiltinRuntime:
             sc.unshare(sc.CLONE_NEWNS)  # a copy of the host's mounts now, with the container's root filesystem
             fifo_fd = os.open(os.path.join(self._dir(cid), FIFO), os.O_PATH | os.O_CLOEXEC)
         except BaseException as e:  # noqa: BLE001
-            send_report(w, {"error": str(e) or type(e).__name__, "errno": 0, "exec": False, "kind": type(e).__name__})
-            os._exit(1)
+            _planning_failed(w, e)
         joins_net = any(flag == sc.CLONE_NEWNET for _path, flag in ns.join)
         self._hinted_child(cid, bundle, hint, ns, (in_r, out_w, err_w), fifo_fd, cg_r, w, new_net and not joins_net,
                            early_setup_done=True)
