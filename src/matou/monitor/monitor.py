@@ -669,13 +669,21 @@ class Monitor:
             if self.create_error is not None:
                 err, self.create_error = self.create_error, None
                 raise err
+            opened = None
             if self.launch is not None:
                 launch, self.launch = self.launch, None
-                self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit
+                if hasattr(self.runtime, "open_start"):  # the init execs the moment it is ready
+                    opened = self.runtime.open_start(self.cfg.id)
+                try:
+                    self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit
+                except BaseException:
+                    for fd in opened or ():
+                        os.close(fd)
+                    raise
                 if self.mnt_ns_fd < 0:
                     with contextlib.suppress(OSError):
                         self.mnt_ns_fd = os.open(f"/proc/{self.init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            self.runtime.start(self.cfg.id)
+            self.runtime.start(self.cfg.id, opened) if opened else self.runtime.start(self.cfg.id)
         except Exception as e:
             self._send(c, P.line({"ok": False, "error": str(e), "exit_code": getattr(e, "exit_code", 125)}))
             return

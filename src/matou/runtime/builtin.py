@@ -695,20 +695,10 @@ class BuiltinRuntime:
         raise SystemError_(f"container init: {reply.get('error')}")
 
     # ------------------------------------------------------------------------------------------------ start
-    def start(self, container_id: str) -> None:
-        st = self._load(container_id)
+    def start(self, container_id: str, opened: tuple[int, int] | None = None) -> None:
+        """Let the init exec and wait until it has (or failed to). ``opened``: what open_start() returned."""
+        fd, pidfd = opened or self.open_start(container_id)
         fifo = os.path.join(self._dir(container_id), FIFO)
-        if not os.path.exists(fifo):
-            if st.alive():
-                raise Conflict(f"container {container_id} is already running")
-            raise Conflict(f"cannot start container {container_id}: it has stopped")
-        if not st.alive():
-            raise Conflict(f"cannot start container {container_id}: its init has exited")
-        try:
-            pidfd = sc.pidfd_open(st.pid)
-        except OSError:
-            raise Conflict(f"cannot start container {container_id}: its init has exited")
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         data = b""
         try:
             poller = select.poll()
@@ -740,6 +730,28 @@ class BuiltinRuntime:
             except ValueError:
                 err = {"error": data[1:].decode(errors="replace"), "errno": 0}
             raise ExecError(err.get("error", "exec failed"), int(err.get("errno") or 0))
+
+    def open_start(self, container_id: str) -> tuple[int, int]:
+        """The first half of start(): open the exec fifo's reading end (and a pidfd of the init). From here on
+        the init execs as soon as it is ready, without waiting for this process to be woken by its report and
+        open the fifo then: a caller that also waits for ready() opens first (~0.5 ms of every run here)."""
+        st = self._load(container_id)
+        fifo = os.path.join(self._dir(container_id), FIFO)
+        if not os.path.exists(fifo):
+            if st.alive():
+                raise Conflict(f"container {container_id} is already running")
+            raise Conflict(f"cannot start container {container_id}: it has stopped")
+        if not st.alive():
+            raise Conflict(f"cannot start container {container_id}: its init has exited")
+        try:
+            pidfd = sc.pidfd_open(st.pid)
+        except OSError:
+            raise Conflict(f"cannot start container {container_id}: its init has exited")
+        try:
+            return os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), pidfd
+        except BaseException:
+            os.close(pidfd)
+            raise
 
     # ------------------------------------------------------------------------------------------------ queries
     def state(self, container_id: str) -> dict[str, Any]:
