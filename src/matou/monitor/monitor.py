@@ -333,13 +333,7 @@ class Monitor:
             finally:
                 for fd in (in_r, out_w, err_w):
                     os.close(fd)
-            for fd in (out_r, err_r):
-                _nonblock(fd)
-            self.out_fds[out_r] = P.STDOUT
-            self.out_fds[err_r] = P.STDERR
-            if in_w is not None:
-                _nonblock(in_w)
-            self.stdin_fd = in_w
+            self._take_pipes(out_r, err_r, in_w)
         self.init_pid = pid
         with contextlib.suppress(OSError):
             self.mnt_ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
@@ -358,19 +352,23 @@ class Monitor:
             return False
         if ready_fd >= 0:
             self.launch = self._launch_record(pid, ready_fd)
-        for fd in (pre.stdout_r, pre.stderr_r):
-            _nonblock(fd)
-        self.out_fds[pre.stdout_r] = P.STDOUT
-        self.out_fds[pre.stderr_r] = P.STDERR
-        if self.cfg.open_stdin:
-            _nonblock(pre.stdin_w)
-            self.stdin_fd = pre.stdin_w
-        else:
+        if not self.cfg.open_stdin:
             os.close(pre.stdin_w)
+        self._take_pipes(pre.stdout_r, pre.stderr_r, pre.stdin_w if self.cfg.open_stdin else None)
         self.init_pid = pid  # its mount namespace is made after "go": _start takes the reference
         for fd in self.out_fds:
             self.sel.register(fd, selectors.EVENT_READ, ("out", None))
         return True
+
+    def _take_pipes(self, out_r: int, err_r: int, in_w: int | None) -> None:
+        """The init's output pipes, and its stdin's writing end if attached, become this loop's."""
+        for fd in (out_r, err_r):
+            _nonblock(fd)
+        self.out_fds[out_r] = P.STDOUT
+        self.out_fds[err_r] = P.STDERR
+        if in_w is not None:
+            _nonblock(in_w)
+        self.stdin_fd = in_w
 
     def _launch_record(self, pid: int, ready_fd: int) -> Any:
         from matou.runtime.builtin import Launch

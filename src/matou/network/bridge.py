@@ -207,13 +207,7 @@ class BridgeDriver:
         """Give a spare sandbox its container's interface: ``spec.veth`` must be ``spare.veth``. On failure the
         spare is removed (the caller has nothing to undo)."""
         try:
-            try:
-                self.nl.set_link(spare.veth_index, up=True, master=self.bridge_index(spec.bridge))
-            except OSError as e:
-                if e.errno != errno.ENODEV:
-                    raise
-                self._index.pop(spec.bridge, None)  # the bridge was recreated: refresh its index once
-                self.nl.set_link(spare.veth_index, up=True, master=self.bridge_index(spec.bridge))
+            self._on_bridge(spec.bridge, lambda master: self.nl.set_link(spare.veth_index, up=True, master=master))
             spare.nl.set_link(spare.ifindex, up=True, mac=spec.mac)
             spare.nl.add_address(spare.ifindex, spec.cidr)
             if spec.gateway:
@@ -229,17 +223,22 @@ class BridgeDriver:
         spare.nl.close()
         netns.remove(spare.path)
 
+    def _on_bridge(self, bridge: str, fn: Callable[[int], object]) -> None:
+        """``fn(the bridge's index)``; once more with a fresh index if the bridge was recreated (ENODEV)."""
+        try:
+            fn(self.bridge_index(bridge))
+        except OSError as e:
+            if e.errno != errno.ENODEV:
+                raise
+            self._index.pop(bridge, None)
+            fn(self.bridge_index(bridge))
+
     def _veth(self, spec: LinkSpec, ns_fd: int) -> None:
         try:
-            self.nl.create_veth(spec.veth, spec.ifname, ns_fd, master=self.bridge_index(spec.bridge),
-                                peer_mac=spec.mac, mtu=spec.mtu)
+            self._on_bridge(spec.bridge, lambda master: self.nl.create_veth(
+                spec.veth, spec.ifname, ns_fd, master=master, peer_mac=spec.mac, mtu=spec.mtu))
         except OSError as e:
-            if e.errno == errno.ENODEV:  # the bridge was recreated: refresh its index once
-                self._index.pop(spec.bridge, None)
-                self.nl.create_veth(spec.veth, spec.ifname, ns_fd, master=self.bridge_index(spec.bridge),
-                                    peer_mac=spec.mac, mtu=spec.mtu)
-            else:
-                raise SystemError_(f"creating veth pair {spec.veth}/{spec.ifname}: {e.strerror}") from None
+            raise SystemError_(f"creating veth pair {spec.veth}/{spec.ifname}: {e.strerror}") from None
 
     @staticmethod
     def _configure(ns_nl: LinkOps, spec: LinkSpec) -> None:

@@ -306,9 +306,10 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         if c.die_with_parent:
             sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not c.early_setup_done:
-            _reset_signals()
             if p.console_fd is None and p.console_sock is None:
-                os.setsid()  # its own session, as with a console (a caller's session is no business of the container)
+                early_setup()  # its own session, as with a console (a caller's session is no business of the container)
+            else:
+                _reset_signals()
         _stdio(p)
         for fd, flag in c.join_ns:
             sc.setns(fd, flag)
