@@ -438,7 +438,8 @@ def test_failure_after_the_clone_is_reported_by_start(daemon: Daemon, busybox: s
 
 def test_start_sweeps_runtime_state_nobody_runs() -> None:
     """Runtime state left by a monitor that died before it deleted its container's (a state directory with or
-    without state.json) is removed when the daemon starts; a running container's is kept, and it still works."""
+    without state.json) is removed when the daemon starts; a running container's is kept, and it still works, and
+    so is the runtime's seccomp cache beside them."""
     from tests.conftest import _new_daemon
 
     d = _new_daemon("matou-sweep-")
@@ -458,9 +459,11 @@ def test_start_sweeps_runtime_state_nobody_runs() -> None:
         with open(os.path.join(gone, "state.json"), "w") as f:
             json.dump({"id": "b" * 64, "pid": dead.pid, "start_time": 1, "bundle": "/nonexistent",
                        "rootfs": "/nonexistent", "created": "2026-01-01T00:00:00Z"}, f)
+        cache = sorted(e for e in os.listdir(root) if e.startswith("."))
+        assert cache == [".seccomp"]  # the compiled seccomp programs: not a container's, and kept
         d.stop()
         d.start()
-        assert sorted(os.listdir(root)) == [keep]
+        assert sorted(os.listdir(root)) == cache + [keep]
         assert d.out("exec", "keep", "echo", "alive") == "alive\n"
         d.cli("rm", "-f", "keep")
     finally:

@@ -36,6 +36,11 @@ def new_id() -> str:
     return os.urandom(32).hex()
 
 
+def is_container_id(s: str) -> bool:
+    """A full id as new_id() makes them."""
+    return len(s) == 64 and all(ch in "0123456789abcdef" for ch in s)
+
+
 def random_name() -> str:
     rng = random.SystemRandom()
     name = f"{rng.choice(_LEFT)}_{rng.choice(_RIGHT)}"

@@ -39,7 +39,7 @@ from matou.store.snapshots import OverlaySnapshotter
 from matou.store.snapshots.overlay import mount_all
 from matou.types import reference
 from matou.types.image import parse_time
-from matou.util.ids import new_id, random_name
+from matou.util.ids import is_container_id, new_id, random_name
 from matou.util.mount import MNT_DETACH, is_mountpoint, umount
 
 log = logging.getLogger("matoud.containers")
@@ -167,8 +167,8 @@ class ContainersService:
         root = os.path.join(self.runtime_root, "matou")
         live = set(self.running) | {c.id for c in self._all()  # a failed re-adoption is no reason to kill
                                     if c.state.Running or c.state.Status in ("running", "paused", "restarting")}
-        try:
-            stale = [d for d in os.listdir(root) if d not in live]
+        try:  # only container ids: the runtime keeps its compiled seccomp programs beside them (.seccomp)
+            stale = [d for d in os.listdir(root) if d not in live and is_container_id(d)]
         except FileNotFoundError:
             return
         if not stale:
