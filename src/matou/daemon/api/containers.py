@@ -127,7 +127,7 @@ async def run(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("/containers/run streams output only: use create, attach and start for a tty or stdin")
     created = await s.create(body, request.query.get("name") or None, request.query.get("platform"))
     cid = created["Id"]
-    client = await hijack(request, MULTIPLEXED)
+    client = await hijack(request, MULTIPLEXED, head_first=False)  # only matou's CLI uses this endpoint
     try:
         await client.write(P.control({"Id": cid, "Warnings": created.get("Warnings") or []}))
 
