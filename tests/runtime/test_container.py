@@ -405,3 +405,50 @@ def test_launch_hinted_plans_in_the_init(builtin, bundles):
         assert words in str(ei.value)
         with pytest.raises(NotFound):
             rt.state(name)  # nothing left behind
+
+
+def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
+    """A pre-cloned init makes the default config's /proc, /dev (nodes and links included), /dev/pts, /dev/shm,
+    /dev/mqueue and /sys while it waits (rootfs.stage) and attaches those its container asks for as they were
+    staged; a mount the container changed (here /dev/shm's size) is made at start, and a device it adds is
+    created in the staged /dev. Staged mounts predate the root's bind mount, so their mount ids are lower."""
+    from matou.runtime.spec import launch_hint
+
+    rt = builtin.rt
+    rt.warm()
+    pre = rt.preclone(new_net=True)
+    builtin.pids.append(pre.pid)
+    b = bundles.make("stg", ["sh", "-c", "cat /proc/self/mountinfo; echo ---; ls -l /dev/mine /dev/null /dev/ptmx; "
+                                         "echo $$; touch /sys/x 2>&1; ls -d /dev/mqueue /dev/pts/ptmx"])
+    cfg = bundles.config(b)
+    for m in cfg["mounts"]:
+        if m["destination"] == "/dev/shm":
+            m["options"] = [o if not o.startswith("size=") else "size=1m" for o in m["options"]]
+    cfg["linux"]["devices"] = [{"path": "/dev/mine", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600}]
+    bundles.save_config(b, cfg)
+    builtin.ids.append("stg")
+    launch = rt.launch_precloned(pre, "stg", b, launch_hint(cfg), open_stdin=False)
+    rt.ready(launch)
+    rt.start("stg")
+    out = _read_to_eof(pre.stdout_r).decode()
+    for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
+        os.close(fd)
+    assert builtin.wait(pre.pid) == 0
+    mountinfo, rest = out.split("---\n")
+    ids = {}
+    for line in mountinfo.splitlines():
+        f = line.split()
+        ids[f[4]] = (int(f[0]), f[f.index("-") + 1], line)
+    root = ids["/"][0]
+    for point, fstype in (("/proc", "proc"), ("/dev", "tmpfs"), ("/dev/pts", "devpts"), ("/dev/mqueue", "mqueue"),
+                          ("/sys", "sysfs")):
+        assert ids[point][1] == fstype and ids[point][0] < root, ids[point][2]  # staged
+    assert ids["/dev/shm"][0] > root and "size=1024k" in ids["/dev/shm"][2]  # made at start: its size changed
+    lines = rest.splitlines()
+    assert lines[0].startswith("crw-------") and lines[0].endswith("/dev/mine")
+    assert lines[1].startswith("crw-rw-rw-") and lines[1].endswith("/dev/null")
+    assert lines[2].endswith("/dev/ptmx -> pts/ptmx")
+    assert lines[3] == "1"
+    assert "Read-only file system" in lines[4]
+    assert lines[5:] == ["/dev/mqueue", "/dev/pts/ptmx"]
+    rt.delete("stg")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from matou.runtime.linux import rootfs
 from matou.runtime.linux import syscalls as sc
 from matou.runtime.linux.caps import CapSets
-from matou.runtime.linux.rootfs import Device, Mount
+from matou.runtime.linux.rootfs import Device, Mount, Staged
 
 TYPE_CHECKING = False  # typing costs the spawner (and every fork of it) ~0.5 MB: annotations only
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class ContainerPlan:
     # killed if its parent (the monitor) dies before the exec: nobody would ever start it, and it would wait for
     # that forever, holding its cgroups and mounts
     die_with_parent: bool = False
+    staged: Staged | None = None  # file systems a pre-cloned init made ahead (rootfs.stage)
 
 
 @dataclass
@@ -322,10 +323,14 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         if c.mount_ns:
             rootfs.prepare(root, c.root_propagation)
             rootfs.mount_all(root, c.mounts, c.cgroup_binds, c.cgroup_v2,
-                             lambda: c.cgroup_v2 or _wait_byte(c, b"d"))
+                             lambda: c.cgroup_v2 or _wait_byte(c, b"d"), c.staged)
             if c.setup_dev:
-                rootfs.create_devices(root, c.devices)
-                rootfs.dev_symlinks(root)
+                made = c.staged.devices if c.staged is not None and c.staged.dev_attached else None
+                if made is None:
+                    rootfs.create_devices(root, c.devices)
+                    rootfs.dev_symlinks(root)
+                else:  # a staged /dev has the usual nodes and links: only what this container adds or changes
+                    rootfs.add_devices(root, [d for d in c.devices if d not in made])
             if p.console_fd is not None:
                 _bind_console_fd(root, p.console_fd)
             rootfs.pivot(root)

@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from matou.errors import InvalidArgument
 from matou.runtime.linux import syscalls as sc
@@ -47,6 +47,14 @@ DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/tty", 5, 0),
     ("/dev/random", 1, 8), ("/dev/urandom", 1, 9),
 )
+# mount(2) flags -> fsmount(2) attributes, for the file systems stage() makes ahead
+_ATTRS: dict[int, int] = {
+    sc.MS_RDONLY: sc.MOUNT_ATTR_RDONLY, sc.MS_NOSUID: sc.MOUNT_ATTR_NOSUID, sc.MS_NODEV: sc.MOUNT_ATTR_NODEV,
+    sc.MS_NOEXEC: sc.MOUNT_ATTR_NOEXEC, sc.MS_NOATIME: sc.MOUNT_ATTR_NOATIME,
+    sc.MS_STRICTATIME: sc.MOUNT_ATTR_STRICTATIME, sc.MS_NODIRATIME: sc.MOUNT_ATTR_NODIRATIME,
+    sc.MS_NOSYMFOLLOW: sc.MOUNT_ATTR_NOSYMFOLLOW, sc.MS_RELATIME: 0, sc.MS_SILENT: 0,
+}
+_STAGEABLE = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue"})
 DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"),
     ("/proc/self/fd/2", "/dev/stderr"),
@@ -124,6 +132,103 @@ def default_devices() -> list[Device]:
     return [Device(p, "c", ma, mi, 0o666, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
 
 
+@dataclass
+class Staged:
+    """File systems made ahead by stage(), detached, keyed by the mount they are for: a pre-cloned init makes those
+    of the default config while it waits for its container, and mount_all() attaches each that its container
+    still asks for with one move_mount() (the mounts of /proc, /dev and the rest, and the /dev nodes: ~1.8 ms of
+    the init's path in the run timeline). ``devices``: the nodes made in the staged /dev, with its symlinks."""
+
+    fds: dict[Mount, int] = field(default_factory=dict)
+    devices: list[Device] | None = None
+    dev_attached: bool = False
+
+    def take(self, m: Mount) -> int | None:
+        return self.fds.pop(m, None)
+
+    def drop(self, fstype: str) -> None:
+        """Close those of ``fstype``: a sysfs made before the init joined another network namespace shows the
+        old one's devices."""
+        for m in [m for m in self.fds if m.type == fstype]:
+            os.close(self.fds.pop(m))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
+def _fsmount_params(m: Mount) -> tuple[list[tuple[str, str | None]], int] | None:
+    """fsconfig() parameters and fsmount() attributes that make what mount(2) would for ``m``; None if stage()
+    can't make it (a bind, another file system, propagation, a flag without an attribute)."""
+    if m.type not in _STAGEABLE or m.is_bind or m.propagation:
+        return None
+    attrs, rest = 0, m.flags
+    for flag, attr in _ATTRS.items():
+        if rest & flag:
+            attrs |= attr
+            rest &= ~flag
+    if rest:
+        return None
+    options: list[tuple[str, str | None]] = []
+    for item in m.data.split(","):
+        if item:
+            key, sep, value = item.partition("=")
+            options.append((key, value if sep else None))
+    if m.flags & sc.MS_RDONLY:
+        options.append(("ro", None))  # mount(2) makes a new superblock read-only too
+    return options, attrs
+
+
+def stage(mounts: list[Mount], devices: list[Device]) -> Staged:
+    """The file systems of ``mounts`` that can be made detached (see Staged), and the ``devices`` and the usual
+    symlinks in a staged /dev. Runs in the init's own pid, ipc and network namespaces: /proc, /dev/mqueue and
+    /sys are theirs. Best effort: what fails is left to mount_all()."""
+    staged = Staged()
+    for m in mounts:
+        params = _fsmount_params(m)
+        if params is None or m in staged.fds:
+            continue
+        try:
+            fd = sc.fsmount(m.type, m.source, *params)
+        except OSError:
+            continue
+        staged.fds[m] = fd
+        if m.destination.rstrip("/") == "/dev" and m.type == "tmpfs":
+            try:
+                staged.devices = _populate_dev(fd, mounts, devices)
+            except OSError:  # mount_all() makes this /dev, its nodes and links
+                del staged.fds[m]
+                os.close(fd)
+    return staged
+
+
+def _populate_dev(dev: int, mounts: list[Mount], devices: list[Device]) -> list[Device] | None:
+    """create_devices() and dev_symlinks() in a /dev not mounted yet (``dev``: its fd), and the directories the
+    mounts beneath it need; None (no nodes made) if a device lies deeper than /dev itself."""
+    for m in mounts:
+        parent, _, name = m.destination.rstrip("/").rpartition("/")
+        if parent == "/dev" and not m.is_bind:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=dev)
+    if any(os.path.dirname(d.path) != "/dev" for d in devices):
+        return None
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    for d in devices:
+        name = os.path.basename(d.path)
+        os.mknod(name, kinds[d.kind] | (d.mode & 0o7777), os.makedev(d.major, d.minor), dir_fd=dev)
+        os.chmod(name, d.mode & 0o7777, dir_fd=dev)  # mknod honours the umask
+        if d.uid or d.gid:
+            os.chown(name, d.uid, d.gid, dir_fd=dev)
+    for src, dst in DEV_SYMLINKS:
+        os.symlink(src, os.path.basename(dst), dir_fd=dev)
+    if os.path.exists("/proc/kcore"):
+        os.symlink("/proc/kcore", "core", dir_fd=dev)
+    os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+    return list(devices)
+
+
 # ------------------------------------------------------------------------------------------------------ child side
 def _in_root(root: str, dest: str) -> str:
     return resolve_in_root(root, dest)
@@ -155,13 +260,24 @@ def prepare(root: str, propagation: int) -> None:
 
 
 def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool,
-              before_cgroup: Callable[[], object] = lambda: None) -> None:
+              before_cgroup: Callable[[], object] = lambda: None, staged: Staged | None = None) -> None:
+    """Each mount under ``root``; those ``staged`` has made ahead are attached rather than made."""
     for m in _cgroup_last(mounts):
         if m.type == "cgroup":
             before_cgroup()  # the container's cgroup directories must exist by now
             _mount_cgroup(root, m, cgroup_binds, cgroup_v2)
             continue
         target = _in_root(root, m.destination)
+        fd = staged.take(m) if staged is not None else None
+        if fd is not None:
+            try:
+                _ensure_target(target, True)
+                sc.move_mount(fd, target)
+            finally:
+                os.close(fd)
+            if staged is not None and m.destination.rstrip("/") == "/dev":
+                staged.dev_attached = True
+            continue
         if m.is_bind:
             try:
                 st = os.stat(m.source)
@@ -177,6 +293,8 @@ def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]
             sc.mount(m.source, target, m.type, m.flags, m.data)
         for p in m.propagation:
             sc.mount(None, target, None, p)
+    if staged is not None:
+        staged.close()  # what this container does not use
 
 
 def _cgroup_last(mounts: list[Mount]) -> list[Mount]:
@@ -241,6 +359,20 @@ def create_devices(root: str, devices: list[Device]) -> None:
             sc.mount(d.path, target, None, sc.MS_BIND)
         if d.uid or d.gid:
             os.chown(target, d.uid, d.gid)
+
+
+def add_devices(root: str, devices: list[Device]) -> None:
+    """create_devices() and dev_symlinks() in a /dev that has its links already (a staged one), with the same
+    result: a device named like a link (a privileged container's /dev/ptmx) is made in its place, then the links
+    are made again."""
+    if not devices:
+        return
+    for d in devices:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.islink(root + d.path):
+                os.unlink(root + d.path)
+    create_devices(root, devices)
+    dev_symlinks(root)
 
 
 def dev_symlinks(root: str) -> None:

@@ -89,15 +89,31 @@ TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 CLOSE_RANGE_CLOEXEC = 1 << 2
 KEYCTL_JOIN_SESSION_KEYRING = 1
+# the new mount API (Linux 5.2): a file system made and mounted detached, attached later with move_mount
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 
 _ARCH = os.uname().machine  # platform.machine(), without importing platform
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "close_range": 436, "seccomp": 317,
                "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424, "clone3": 435,
-               "rt_sigaction": 13},
+               "rt_sigaction": 13, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432},
     "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "close_range": 436, "seccomp": 277,
                 "keyctl": 219, "capget": 90, "capset": 91, "pidfd_send_signal": 424, "clone3": 435,
-                "rt_sigaction": 134},
+                "rt_sigaction": 134, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432},
 }
 if _ARCH not in _NR:  # pragma: no cover - only x86_64 and aarch64 are supported
     raise ImportError(f"matou.runtime: unsupported architecture {_ARCH}")
@@ -174,6 +190,40 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
                    fstype.encode() if fstype is not None else None, flags,
                    data.encode() if data else None) != 0:
         _fail("mount", target)
+
+
+def fsmount(fstype: str, source: str, options: list[tuple[str, str | None]], attrs: int) -> int:
+    """A new ``fstype`` file system, mounted nowhere yet: an fd (close-on-exec) for move_mount(). ``options``
+    are its parameters, (key, value) or (flag, None), as mount(2)'s data string would give them."""
+    fs = _syscall(NR["fsopen"], fstype.encode(), ctypes.c_uint(FSOPEN_CLOEXEC))
+    if fs < 0:
+        _fail("fsopen", fstype)
+    try:
+        for key, value in [("source", source), *options]:
+            if value is None:
+                ret = _syscall(NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_SET_FLAG), key.encode(), None,
+                               ctypes.c_int(0))
+            else:
+                ret = _syscall(NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_SET_STRING), key.encode(),
+                               value.encode(), ctypes.c_int(0))
+            if ret < 0:
+                _fail("fsconfig", f"{fstype} {key}")
+        if _syscall(NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
+                    ctypes.c_int(0)) < 0:
+            _fail("fsconfig create", fstype)
+        mfd = _syscall(NR["fsmount"], ctypes.c_int(fs), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attrs))
+        if mfd < 0:
+            _fail("fsmount", fstype)
+        return mfd
+    finally:
+        os.close(fs)
+
+
+def move_mount(fd: int, target: str) -> None:
+    """Attach the detached mount ``fd`` (fsmount()) at ``target``."""
+    if _syscall(NR["move_mount"], ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
+                ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+        _fail("move_mount", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
