@@ -179,6 +179,9 @@ class BuiltinRuntime:
         self._own_pidns = os.stat("/proc/self/ns/pid").st_ino
         self._known_profiles: list[tuple[dict[str, Any], str]] = []  # (seccomp section, its key): see warm()
         self._programs: dict[str, sc.SeccompProgram] = {}  # by key: see warm()
+        # the cgroups of the containers this object launched: a monitor asks for OOM kills at every exit, and
+        # loading state.json for that took ~0.3 ms of the exit path
+        self._launched: dict[str, cgroups.Cgroup] = {}
         self._template = b""  # a default config.json (warm()): pre-cloned inits rehearse their planning on it
 
     def warm(self) -> None:
@@ -640,6 +643,7 @@ class BuiltinRuntime:
                 if seccomp is not None:
                     self._keep_seccomp(cid, seccomp)
                 st.save(self._dir(cid))
+                self._launched[cid] = cg
                 if pid_file:
                     atomic_write(pid_file, str(pid).encode(), sync=False)
                 os.write(cg_w, b"1")
@@ -789,8 +793,7 @@ class BuiltinRuntime:
         return out
 
     def oom_killed(self, container_id: str) -> bool:
-        st = self._load(container_id)
-        cg = st.cg()
+        cg = self._launched.get(container_id) or self._load(container_id).cg()
         return cg is not None and cg.oom_kills() > 0
 
     # ------------------------------------------------------------------------------------------------ control
@@ -833,6 +836,7 @@ class BuiltinRuntime:
             raise InvalidArgument(f"update {container_id}: {e.strerror}")
 
     def delete(self, container_id: str, force: bool = False) -> None:
+        self._launched.pop(container_id, None)
         st = self._load(container_id)
         state_dir = self._dir(container_id)
         status = st.status(state_dir)

@@ -1166,7 +1166,7 @@ class ContainersService:
             await self.start_container(cid)
             async with self._changed:
                 await self._changed.wait_for(lambda: self._exits.get(cid, 0) > seen)
-            code = self.get(cid).state.ExitCode
+            code = self._last_exit[cid] if cid in self._last_exit else self.get(cid).state.ExitCode
         except BaseException:
             if attach_task is not None:
                 attach_task.cancel()
