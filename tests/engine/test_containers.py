@@ -468,3 +468,12 @@ def test_start_sweeps_runtime_state_nobody_runs() -> None:
         d.cli("rm", "-f", "keep")
     finally:
         d.cleanup()
+
+
+def test_sysctl_is_written_before_proc_sys_turns_read_only(daemon: Daemon, busybox: str) -> None:
+    """--sysctl: the value is set in the container's namespace, and /proc/sys is read-only afterwards all the same
+    (a pre-cloned init's staged /proc, read-only there already, must not be used for it)."""
+    out = daemon.out("run", "--rm", "--sysctl", "kernel.domainname=matou.test", busybox, "sh", "-c",
+                     "cat /proc/sys/kernel/domainname; echo x > /proc/sys/kernel/domainname 2>&1 || echo RO")
+    assert out.splitlines()[0] == "matou.test"
+    assert "RO" in out

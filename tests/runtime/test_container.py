@@ -410,8 +410,9 @@ def test_launch_hinted_plans_in_the_init(builtin, bundles):
 def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
     """A pre-cloned init makes the default config's /proc, /dev (nodes and links included), /dev/pts, /dev/shm,
     /dev/mqueue and /sys while it waits (rootfs.stage) and attaches those its container asks for as they were
-    staged; a mount the container changed (here /dev/shm's size) is made at start, and a device it adds is
-    created in the staged /dev. Staged mounts predate the root's bind mount, so their mount ids are lower."""
+    staged, with the default read-only and masked paths beneath /proc and /sys in place; a mount the container
+    changed (here /dev/shm's size) is made at start, and a device it adds is created in the staged /dev. Staged
+    mounts predate the root's bind mount, so their mount ids are lower."""
     from matou.runtime.spec import launch_hint
 
     rt = builtin.rt
@@ -441,8 +442,9 @@ def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
         ids[f[4]] = (int(f[0]), f[f.index("-") + 1], line)
     root = ids["/"][0]
     for point, fstype in (("/proc", "proc"), ("/dev", "tmpfs"), ("/dev/pts", "devpts"), ("/dev/mqueue", "mqueue"),
-                          ("/sys", "sysfs")):
+                          ("/sys", "sysfs"), ("/proc/sys", "proc"), ("/proc/keys", "tmpfs")):
         assert ids[point][1] == fstype and ids[point][0] < root, ids[point][2]  # staged
+    assert " ro," in ids["/proc/sys"][2] and " ro," in ids["/sys"][2]  # read-only paths and masks came along
     assert ids["/dev/shm"][0] > root and "size=1024k" in ids["/dev/shm"][2]  # made at start: its size changed
     lines = rest.splitlines()
     assert lines[0].startswith("crw-------") and lines[0].endswith("/dev/mine")

@@ -390,7 +390,8 @@ class BuiltinRuntime:
                                                            cfg=json.loads(self._template))
                 # and the default config's file systems, made now and attached after "go" (its namespaces are
                 # this process's already: pid for /proc, ipc for /dev/mqueue, network for /sys)
-                staged = rootfs.stage(rehearsed.mounts, rehearsed.devices if rehearsed.setup_dev else [])
+                staged = rootfs.stage(rehearsed.mounts, rehearsed.devices if rehearsed.setup_dev else [],
+                                      rehearsed.readonly, rehearsed.masked)
         line = b""
         while not line.endswith(b"\n"):
             chunk = os.read(go_r, 65536)

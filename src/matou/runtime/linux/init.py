@@ -323,7 +323,8 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         if c.mount_ns:
             rootfs.prepare(root, c.root_propagation)
             rootfs.mount_all(root, c.mounts, c.cgroup_binds, c.cgroup_v2,
-                             lambda: c.cgroup_v2 or _wait_byte(c, b"d"), c.staged)
+                             lambda: c.cgroup_v2 or _wait_byte(c, b"d"), c.staged, c.readonly, c.masked,
+                             bool(c.sysctls))
             if c.setup_dev:
                 made = c.staged.devices if c.staged is not None and c.staged.dev_attached else None
                 if made is None:
@@ -352,10 +353,13 @@ def run_container_init(c: ContainerPlan, p: ProcessPlan, sync_fd: int) -> NoRetu
         for key, value in c.sysctls.items():
             with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
                 fh.write(value)
+        done = c.staged.done if c.staged is not None else ()
         for path in c.readonly:
-            rootfs.readonly_path(path)
+            if path not in done:  # a staged /proc or /sys came with it
+                rootfs.readonly_path(path)
         for path in c.masked:
-            rootfs.mask_path(path)
+            if path not in done:
+                rootfs.mask_path(path)
         if not c.mount_ns or not any(m.type == "cgroup" for m in c.mounts):
             if not c.cgroup_v2:
                 _wait_byte(c, b"d")

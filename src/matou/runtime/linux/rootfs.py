@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from matou.errors import InvalidArgument
@@ -142,9 +142,24 @@ class Staged:
     fds: dict[Mount, int] = field(default_factory=dict)
     devices: list[Device] | None = None
     dev_attached: bool = False
+    # a staged /proc or /sys carries the template's read-only and masked paths beneath it already: (read-only,
+    # masked) for each; ``done`` collects those of the mounts attached, which the init then skips
+    applied: dict[Mount, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
 
-    def take(self, m: Mount) -> int | None:
-        return self.fds.pop(m, None)
+    def take(self, m: Mount, readonly: Sequence[str] = (), masked: Sequence[str] = (),
+             sysctls: bool = False) -> int | None:
+        """The staged file system for ``m``, if it is what the container asks for: with the same read-only and
+        masked paths beneath it (and, for a read-only /proc/sys, no sysctl to write first)."""
+        fd = self.fds.pop(m, None)
+        if fd is None or m not in self.applied:
+            return fd
+        ro, mask = self.applied[m]
+        if ro != _beneath(m.destination, readonly) or mask != _beneath(m.destination, masked) or (sysctls and ro):
+            os.close(fd)
+            return None
+        self.done |= ro | mask
+        return fd
 
     def drop(self, fstype: str) -> None:
         """Close those of ``fstype``: a sysfs made before the init joined another network namespace shows the
@@ -181,10 +196,17 @@ def _fsmount_params(m: Mount) -> tuple[list[tuple[str, str | None]], int] | None
     return options, attrs
 
 
-def stage(mounts: list[Mount], devices: list[Device]) -> Staged:
-    """The file systems of ``mounts`` that can be made detached (see Staged), and the ``devices`` and the usual
-    symlinks in a staged /dev. Runs in the init's own pid, ipc and network namespaces: /proc, /dev/mqueue and
-    /sys are theirs. Best effort: what fails is left to mount_all()."""
+def _beneath(dest: str, paths: Sequence[str]) -> frozenset[str]:
+    prefix = dest.rstrip("/") + "/"
+    return frozenset(p for p in paths if p.startswith(prefix))
+
+
+def stage(mounts: list[Mount], devices: list[Device], readonly: Sequence[str] = (),
+          masked: Sequence[str] = ()) -> Staged:
+    """The file systems of ``mounts`` that can be made detached (see Staged), the ``devices`` and the usual
+    symlinks in a staged /dev, and the ``readonly`` and ``masked`` paths in a staged /proc and /sys. Runs in
+    the init's own pid, ipc and network namespaces: /proc, /dev/mqueue and /sys are theirs. Best effort: what
+    fails is left to mount_all() and the init."""
     staged = Staged()
     for m in mounts:
         params = _fsmount_params(m)
@@ -201,7 +223,52 @@ def stage(mounts: list[Mount], devices: list[Device]) -> Staged:
             except OSError:  # mount_all() makes this /dev, its nodes and links
                 del staged.fds[m]
                 os.close(fd)
+    dev = next((fd for m, fd in staged.fds.items() if m.destination.rstrip("/") == "/dev" and staged.devices), None)
+    for m, fd in list(staged.fds.items()):
+        ro, mask = _beneath(m.destination, readonly), _beneath(m.destination, masked)
+        if m.type not in ("proc", "sysfs") or not (ro or mask):
+            continue
+        try:
+            _restrict(fd, m.destination.rstrip("/") + "/", [p for p in readonly if p in ro],
+                      [p for p in masked if p in mask], dev)
+            staged.applied[m] = (ro, mask)
+        except OSError:  # partly restricted: not to be used
+            del staged.fds[m]
+            os.close(fd)
     return staged
+
+
+def _restrict(fd: int, prefix: str, readonly: list[str], masked: list[str], dev: int | None) -> None:
+    """readonly_path() and mask_path() on a detached /proc or /sys (``fd``), in the same order: a read-only bind of
+    each path onto itself, then /dev/null (the staged /dev's) over each masked file and an empty read-only tmpfs
+    over each masked directory. Paths that do not exist are skipped, as there."""
+    for path in readonly:
+        rel = path[len(prefix):]
+        try:
+            clone = sc.open_tree_clone(fd, rel, recursive=True)
+        except FileNotFoundError:
+            continue
+        try:
+            sc.mount_setattr(clone, sc.MOUNT_ATTR_RDONLY, recursive=True)
+            sc.move_mount(clone, rel, fd)
+        finally:
+            os.close(clone)
+    for path in masked:
+        rel = path[len(prefix):]
+        try:
+            st = os.stat(rel, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            cover = sc.fsmount("tmpfs", "tmpfs", [("ro", None)], sc.MOUNT_ATTR_RDONLY)
+        elif dev is not None:
+            cover = sc.open_tree_clone(dev, "null")
+        else:
+            raise OSError(errno.ENODEV, "no staged /dev/null")
+        try:
+            sc.move_mount(cover, rel, fd)
+        finally:
+            os.close(cover)
 
 
 def _populate_dev(dev: int, mounts: list[Mount], devices: list[Device]) -> list[Device] | None:
@@ -260,15 +327,17 @@ def prepare(root: str, propagation: int) -> None:
 
 
 def mount_all(root: str, mounts: list[Mount], cgroup_binds: list[tuple[str, str]], cgroup_v2: bool,
-              before_cgroup: Callable[[], object] = lambda: None, staged: Staged | None = None) -> None:
-    """Each mount under ``root``; those ``staged`` has made ahead are attached rather than made."""
+              before_cgroup: Callable[[], object] = lambda: None, staged: Staged | None = None,
+              readonly: Sequence[str] = (), masked: Sequence[str] = (), sysctls: bool = False) -> None:
+    """Each mount under ``root``; those ``staged`` has made ahead are attached rather than made (see Staged.take
+    for ``readonly``, ``masked`` and ``sysctls``)."""
     for m in _cgroup_last(mounts):
         if m.type == "cgroup":
             before_cgroup()  # the container's cgroup directories must exist by now
             _mount_cgroup(root, m, cgroup_binds, cgroup_v2)
             continue
         target = _in_root(root, m.destination)
-        fd = staged.take(m) if staged is not None else None
+        fd = staged.take(m, readonly, masked, sysctls) if staged is not None else None
         if fd is not None:
             try:
                 _ensure_target(target, True)

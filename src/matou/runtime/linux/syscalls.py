@@ -96,6 +96,10 @@ FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 AT_FDCWD = -100
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
@@ -110,10 +114,12 @@ _ARCH = os.uname().machine  # platform.machine(), without importing platform
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "close_range": 436, "seccomp": 317,
                "keyctl": 250, "capget": 125, "capset": 126, "pidfd_send_signal": 424, "clone3": 435,
-               "rt_sigaction": 13, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432},
+               "rt_sigaction": 13, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+               "open_tree": 428, "mount_setattr": 442},
     "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "close_range": 436, "seccomp": 277,
                 "keyctl": 219, "capget": 90, "capset": 91, "pidfd_send_signal": 424, "clone3": 435,
-                "rt_sigaction": 134, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432},
+                "rt_sigaction": 134, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+                "open_tree": 428, "mount_setattr": 442},
 }
 if _ARCH not in _NR:  # pragma: no cover - only x86_64 and aarch64 are supported
     raise ImportError(f"matou.runtime: unsupported architecture {_ARCH}")
@@ -219,11 +225,35 @@ def fsmount(fstype: str, source: str, options: list[tuple[str, str | None]], att
         os.close(fs)
 
 
-def move_mount(fd: int, target: str) -> None:
-    """Attach the detached mount ``fd`` (fsmount()) at ``target``."""
-    if _syscall(NR["move_mount"], ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
+def move_mount(fd: int, target: str, target_dir: int = AT_FDCWD) -> None:
+    """Attach the detached mount ``fd`` (fsmount(), open_tree()) at ``target`` (relative to ``target_dir``,
+    which may be a detached tree itself)."""
+    if _syscall(NR["move_mount"], ctypes.c_int(fd), b"", ctypes.c_int(target_dir), target.encode(),
                 ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
         _fail("move_mount", target)
+
+
+def open_tree_clone(dir_fd: int, path: str, recursive: bool = False) -> int:
+    """A detached copy of the mount at ``path`` (relative to ``dir_fd``): a bind mount not attached yet."""
+    fd = _syscall(NR["open_tree"], ctypes.c_int(dir_fd), path.encode(),
+                  ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)))
+    if fd < 0:
+        _fail("open_tree", path)
+    return fd
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(fd: int, attr_set: int, recursive: bool = False) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on the mount ``fd`` refers to (and those below it)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    if _syscall(NR["mount_setattr"], ctypes.c_int(fd), b"", ctypes.c_uint(flags), ctypes.byref(attr),
+                ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+        _fail("mount_setattr")
 
 
 def umount2(target: str, flags: int = 0) -> None:
