@@ -412,8 +412,10 @@ class BuiltinRuntime:
         except BaseException as e:  # noqa: BLE001
             _planning_failed(w, e)
         joins_net = any(flag == sc.CLONE_NEWNET for _path, flag in ns.join)
-        if joins_net and staged is not None:
-            staged.drop("sysfs")
+        if staged is not None:
+            staged.park_at = self._dir(cid)  # the state directory: outside the container's root
+            if joins_net:
+                staged.drop("sysfs")
         self._hinted_child(cid, bundle, hint, ns, (in_r, out_w, err_w), fifo_fd, cg_r, w, new_net and not joins_net,
                            early_setup_done=True, staged=staged)
 
