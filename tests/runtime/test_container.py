@@ -454,3 +454,45 @@ def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
     assert "Read-only file system" in lines[4]
     assert lines[5:] == ["/dev/mqueue", "/dev/pts/ptmx"]
     rt.delete("stg")
+
+
+def test_preclone_uses_cgroups_made_before_go(builtin, bundles, cgroup_parent):
+    """premake_cgroup(): a monitor makes its container's cgroup directories before "go"; launch_precloned() uses
+    them when the container's cgroupsPath is theirs and removes them when it is another (the container's own are
+    made then); drop_premade() ends an unused pre-cloned init and removes its directories."""
+    from matou.runtime.linux import cgroups
+    from matou.runtime.spec import launch_hint
+
+    rt = builtin.rt
+    rt.warm()
+
+    def dirs_of(path: str) -> list[str]:
+        return [h.mountpoint + path for h in cgroups.detect() if os.path.isdir(h.mountpoint + cgroup_parent)]
+
+    for name, premade_path in (("pm1", f"{cgroup_parent}/pm1"), ("pm2", f"{cgroup_parent}/elsewhere")):
+        pre = rt.preclone(new_net=True)
+        builtin.pids.append(pre.pid)
+        premade = rt.premake_cgroup(premade_path)
+        assert premade is not None and all(os.path.isdir(d) for d in premade.dirs.values())
+        b = bundles.make(name, ["cat", "/proc/self/cgroup"])
+        builtin.ids.append(name)
+        launch = rt.launch_precloned(pre, name, b, launch_hint(bundles.config(b)), open_stdin=False,
+                                     premade=premade)
+        rt.ready(launch)
+        inside = [f for f in rt._launched[name].procs_files() if str(pre.pid) in open(f).read().split()]
+        assert inside == rt._launched[name].procs_files()  # in every hierarchy of the container's own
+        rt.start(name)
+        _read_to_eof(pre.stdout_r)
+        for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
+            os.close(fd)
+        assert builtin.wait(pre.pid) == 0
+        rt.delete(name)
+        assert not any(os.path.isdir(d) for d in dirs_of(f"{cgroup_parent}/{name}"))
+        assert not any(os.path.isdir(d) for d in premade.dirs.values())  # used and deleted, or removed unused
+
+    pre = rt.preclone(new_net=True)
+    builtin.pids.append(pre.pid)
+    premade = rt.premake_cgroup(f"{cgroup_parent}/pm3")
+    rt.drop_premade(pre, premade)  # closes its fds too
+    assert not any(os.path.isdir(d) for d in premade.dirs.values())
+    assert not os.path.exists(f"/proc/{pre.pid}")

@@ -35,6 +35,7 @@ import termios
 import time
 from dataclasses import dataclass, field
 
+from matou.errors import Conflict
 from matou.logs.jsonfile import Writer as LogWriter
 from matou.monitor import protocol as P
 from matou.monitor.creator import create_in_child
@@ -131,6 +132,7 @@ class Monitor:
         self.cfg = cfg
         # an init this process cloned while it was a spare (runtime.builtin.Preclone), if ``runtime`` made it
         self.preclone = preclone
+        self.premade_cg: Any = None  # the container's cgroup, made before "go" (_premake_cgroup)
         self.signal_pipe = signal_pipe  # from prepare_process(), if this process ran it already
         self.ctl = ctl
         self.ctl_buffered = ctl_buffered  # what the spawner read from ctl past the request line
@@ -186,7 +188,9 @@ class Monitor:
         with open(os.path.join(self.cfg.state_dir, "monitor.pid"), "w") as f:
             f.write(str(os.getpid()))
         t1 = time.monotonic()
+        self._premake_cgroup()
         if self.cfg.wait_for_go and not self._wait_for_go():
+            self._drop_premade()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.sock_path)
             return 0
@@ -208,6 +212,21 @@ class Monitor:
         self.sel.register(self.ctl, selectors.EVENT_READ, ("client", ctl))
         self._loop()
         return 0
+
+    def _premake_cgroup(self) -> None:
+        """While the daemon mounts the rootfs and writes the bundle (~3 ms here): the container's cgroup
+        directories, so that "go" finds them made (see BuiltinRuntime.premake_cgroup)."""
+        pre = self.preclone
+        if pre is None or self.cfg.tty or not self.cfg.wait_for_go or pre[0] is not self.runtime:
+            return
+        self.premade_cg = pre[0].premake_cgroup(f"{self.cfg.cgroup_parent}/{self.cfg.id}")
+
+    def _drop_premade(self) -> None:
+        """The pre-cloned init and its premade cgroups, unused: both go."""
+        premade, self.premade_cg = self.premade_cg, None
+        if premade is not None and self.preclone is not None:
+            pre, self.preclone = self.preclone, None
+            pre[0].drop_premade(pre[1], premade)
 
     def _wait_for_go(self) -> bool:
         """Block until the daemon's {"op": "go"} (its bundle is written); False if it gave up instead (closed
@@ -292,11 +311,16 @@ class Monitor:
 
     def _create(self) -> None:
         deferred = hasattr(self.runtime, "launch")  # the built-in runtime: readiness is checked at start
-        pre, self.preclone = self.preclone, None
-        if pre is not None:
-            if not self.cfg.tty and self.launch_hint and pre[0] is self.runtime and self._create_precloned(pre[1]):
+        if self.preclone is not None:
+            if not self.cfg.tty and self.launch_hint and self.preclone[0] is self.runtime and \
+                    self._create_precloned(self.preclone[1]):
+                self.preclone = None
                 return
-            pre[1].discard()  # our loop reaps it
+            if self.premade_cg is not None:
+                self._drop_premade()
+            else:
+                self.preclone[1].discard()  # our loop reaps it
+            self.preclone = None
         if self.cfg.tty:
             msg, fds = self._in_creator("launch_tty" if deferred else "create_tty", [])
             pid, master = int(msg["pid"]), fds[0]
@@ -345,10 +369,13 @@ class Monitor:
         (the caller discards it and clones a fresh one)."""
         from matou.runtime.builtin import PrecloneUnfit
 
+        premade, self.premade_cg = self.premade_cg, None  # the runtime's from here on, used or removed
         try:
             pid, ready_fd = self._launch_here(lambda cb: self.runtime.launch_precloned(
-                pre, self.cfg.id, self.cfg.bundle, self.launch_hint, open_stdin=self.cfg.open_stdin, on_cloned=cb))
+                pre, self.cfg.id, self.cfg.bundle, self.launch_hint, open_stdin=self.cfg.open_stdin, on_cloned=cb,
+                premade=premade))
         except PrecloneUnfit:
+            self.premade_cg = premade  # untouched: the caller drops them with the init
             return False
         if ready_fd >= 0:
             self.launch = self._launch_record(pid, ready_fd)
@@ -671,7 +698,11 @@ class Monitor:
             if self.launch is not None:
                 launch, self.launch = self.launch, None
                 if hasattr(self.runtime, "open_start"):  # the init execs the moment it is ready
-                    opened = self.runtime.open_start(self.cfg.id)
+                    try:
+                        opened = self.runtime.open_start(self.cfg.id)
+                    except Conflict:  # it has exited already: what it reported says why
+                        self.runtime.ready(launch, reap=False)
+                        raise
                 try:
                     self.runtime.ready(launch, reap=False)  # our loop reaps a failed init and records its exit
                 except BaseException:

@@ -419,11 +419,34 @@ class BuiltinRuntime:
         self._hinted_child(cid, bundle, hint, ns, (in_r, out_w, err_w), fifo_fd, cg_r, w, new_net and not joins_net,
                            early_setup_done=True, staged=staged)
 
+    def premake_cgroup(self, path: str) -> cgroups.Cgroup | None:
+        """Make the cgroup directories at ``path`` before the container is launched, for launch_precloned(): a
+        monitor knows the container's id from its request, some 3 ms before "go", and the init waited for them
+        after it (the daemon's go -> the init ready: 10.1 -> 8.7 ms in the run timeline). Only the directories:
+        moving the init in while limits and device rules are written could meet half a rule set, and moving it
+        took the monitor long enough to delay "go". None if they could not be made (launched as without)."""
+        try:
+            cg = cgroups.Cgroup.plan(self._hier(), path)
+            cg.make(self._hier(), None)
+        except Exception:  # noqa: BLE001
+            return None
+        return cg
+
+    @staticmethod
+    def drop_premade(pre: Preclone, premade: cgroups.Cgroup) -> None:
+        """Discard ``pre`` and the cgroup directories premake_cgroup() made for its container."""
+        pre.discard()
+        _wait_child(pre.pid)
+        with contextlib.suppress(Exception):
+            premade.destroy()
+
     def launch_precloned(self, pre: Preclone, container_id: str, bundle: str, hint: dict[str, Any], *,
-                         open_stdin: bool, on_cloned: Callable[[Launch], None] | None = None) -> Launch:
+                         open_stdin: bool, on_cloned: Callable[[Launch], None] | None = None,
+                         premade: cgroups.Cgroup | None = None) -> Launch:
         """launch_hinted() with an init cloned ahead (preclone()). Raises PrecloneUnfit, having done nothing, if
         the hint asks for other namespaces than it has (the host's pid, ipc, uts or network; joined ones but the
-        network) or if it is gone: the caller then discards it and launches fresh."""
+        network) or if it is gone: the caller then discards it and launches fresh. ``premade``: what
+        premake_cgroup() returned; used if the hint's cgroupsPath is its path, removed otherwise."""
         check_id(container_id)
         bundle = os.path.abspath(bundle)
         ns = self._namespaces(hint.get("namespaces") or [])
@@ -447,13 +470,19 @@ class BuiltinRuntime:
             root = plan.rootfs_path(bundle, {"root": hint.get("root")})
             cg = cgroups.Cgroup.plan(self._hier(), hint.get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}")
         except BaseException:  # the init fails on the same (its report goes unread): end it, leave nothing
-            self._undo_launch(pre.pid, None, state_dir)
+            self._undo_launch(pre.pid, premade, state_dir)
             os.close(pre.ready_r)
             os.close(pre.cg_w)
             raise
-        return self._join_cloned(Launch(container_id, pre.pid, pre.ready_r), pre.cg_w, bundle, root, cg,
-                                 hint.get("resources") or None, dict(hint.get("annotations") or {}), None, None,
-                                 on_cloned, made_cg=False, born_inside=False)
+        fits = premade is not None and premade.dirs == cg.dirs
+        try:
+            return self._join_cloned(Launch(container_id, pre.pid, pre.ready_r), pre.cg_w, bundle, root, cg,
+                                     hint.get("resources") or None, dict(hint.get("annotations") or {}), None, None,
+                                     on_cloned, made_cg=fits, born_inside=False)
+        finally:
+            if premade is not None and not fits:  # another path: the container's own are made
+                with contextlib.suppress(Exception):
+                    premade.destroy()
 
     def _launch(self, cid: str, bundle: str, stdio: tuple[int, int, int] | None, console_fd: int | None,
                 console_sock: int | None, pid_file: str | None,
@@ -619,8 +648,9 @@ class BuiltinRuntime:
                      seccomp: sc.SeccompProgram | None, pid_file: str | None,
                      on_cloned: Callable[[Launch], None] | None, *, made_cg: bool, born_inside: bool) -> Launch:
         """After the clone (``cg_w`` and ``launch.ready_fd`` are ours to close): tell ``on_cloned``, then make the
-        cgroups and move the init in while it builds its rootfs, and write the state. On failure the init is
-        killed and reaped and nothing is left; if it had ended first, its own report is what is raised."""
+        cgroups (unless ``made_cg``) and move the init in while it builds its rootfs, and write the state. On
+        failure the init is killed and reaped and nothing is left; if it had ended first, its own report is what
+        is raised."""
         cid, pid = launch.id, launch.pid
         try:
             try:
