@@ -278,6 +278,24 @@ def _read_to_eof(fd: int) -> bytes:
     return out
 
 
+def _warm_preclone(builtin):
+    """The runtime warmed, as a spawner has it, and an init pre-cloned from it (the fixture reaps it)."""
+    rt = builtin.rt
+    rt.warm()
+    pre = rt.preclone(new_net=True)
+    builtin.pids.append(pre.pid)
+    return rt, pre
+
+
+def _preclone_output(builtin, pre) -> tuple[bytes, bytes]:
+    """Its container's stdout and stderr once it has exited with 0."""
+    out, err = _read_to_eof(pre.stdout_r), _read_to_eof(pre.stderr_r)
+    for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
+        os.close(fd)
+    assert builtin.wait(pre.pid) == 0
+    return out, err
+
+
 def test_preclone_becomes_a_container_made_after_it(builtin, bundles):
     """preclone(): an init cloned before its container existed (rootfs mounted and config.json written after the
     clone) becomes that container's init with launch_precloned(), planning itself and making its mount namespace
@@ -286,10 +304,7 @@ def test_preclone_becomes_a_container_made_after_it(builtin, bundles):
     from matou.runtime.builtin import PrecloneUnfit
     from matou.runtime.spec import launch_hint
 
-    rt = builtin.rt
-    rt.warm()
-    pre = rt.preclone(new_net=True)
-    builtin.pids.append(pre.pid)
+    rt, pre = _warm_preclone(builtin)
     b = bundles.make("pre", ["sh", "-c", "echo out; echo err >&2; ls -l /proc/self/fd/0; grep -c . /proc/net/dev; "
                                          "echo $$; cat /proc/self/mountinfo | grep -c ' / / '"])
     builtin.ids.append("pre")
@@ -298,10 +313,7 @@ def test_preclone_becomes_a_container_made_after_it(builtin, bundles):
     rt.ready(launch)
     assert rt.state("pre")["status"] == "created"
     rt.start("pre")
-    out, err = _read_to_eof(pre.stdout_r), _read_to_eof(pre.stderr_r)
-    for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
-        os.close(fd)
-    assert builtin.wait(pre.pid) == 0
+    out, err = _preclone_output(builtin, pre)
     lines = out.decode().splitlines()
     assert lines[0] == "out" and err == b"err\n"
     assert lines[1].endswith("/dev/null")  # not the pre-made stdin pipe
@@ -415,10 +427,7 @@ def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
     mounts predate the root's bind mount, so their mount ids are lower."""
     from matou.runtime.spec import launch_hint
 
-    rt = builtin.rt
-    rt.warm()
-    pre = rt.preclone(new_net=True)
-    builtin.pids.append(pre.pid)
+    rt, pre = _warm_preclone(builtin)
     b = bundles.make("stg", ["sh", "-c", "cat /proc/self/mountinfo; echo ---; ls -l /dev/mine /dev/null /dev/ptmx; "
                                          "echo $$; touch /sys/x 2>&1; ls -d /dev/mqueue /dev/pts/ptmx"])
     cfg = bundles.config(b)
@@ -431,10 +440,7 @@ def test_preclone_attaches_the_file_systems_it_made_ahead(builtin, bundles):
     launch = rt.launch_precloned(pre, "stg", b, launch_hint(cfg), open_stdin=False)
     rt.ready(launch)
     rt.start("stg")
-    out = _read_to_eof(pre.stdout_r).decode()
-    for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
-        os.close(fd)
-    assert builtin.wait(pre.pid) == 0
+    out = _preclone_output(builtin, pre)[0].decode()
     mountinfo, rest = out.split("---\n")
     ids = {}
     for line in mountinfo.splitlines():
@@ -463,15 +469,11 @@ def test_preclone_uses_cgroups_made_before_go(builtin, bundles, cgroup_parent):
     from matou.runtime.linux import cgroups
     from matou.runtime.spec import launch_hint
 
-    rt = builtin.rt
-    rt.warm()
-
     def dirs_of(path: str) -> list[str]:
         return [h.mountpoint + path for h in cgroups.detect() if os.path.isdir(h.mountpoint + cgroup_parent)]
 
     for name, premade_path in (("pm1", f"{cgroup_parent}/pm1"), ("pm2", f"{cgroup_parent}/elsewhere")):
-        pre = rt.preclone(new_net=True)
-        builtin.pids.append(pre.pid)
+        rt, pre = _warm_preclone(builtin)
         premade = rt.premake_cgroup(premade_path)
         assert premade is not None and all(os.path.isdir(d) for d in premade.dirs.values())
         b = bundles.make(name, ["cat", "/proc/self/cgroup"])
@@ -482,16 +484,12 @@ def test_preclone_uses_cgroups_made_before_go(builtin, bundles, cgroup_parent):
         inside = [f for f in rt._launched[name].procs_files() if str(pre.pid) in open(f).read().split()]
         assert inside == rt._launched[name].procs_files()  # in every hierarchy of the container's own
         rt.start(name)
-        _read_to_eof(pre.stdout_r)
-        for fd in (pre.stdout_r, pre.stderr_r, pre.stdin_w):
-            os.close(fd)
-        assert builtin.wait(pre.pid) == 0
+        _preclone_output(builtin, pre)
         rt.delete(name)
         assert not any(os.path.isdir(d) for d in dirs_of(f"{cgroup_parent}/{name}"))
         assert not any(os.path.isdir(d) for d in premade.dirs.values())  # used and deleted, or removed unused
 
-    pre = rt.preclone(new_net=True)
-    builtin.pids.append(pre.pid)
+    rt, pre = _warm_preclone(builtin)
     premade = rt.premake_cgroup(f"{cgroup_parent}/pm3")
     rt.drop_premade(pre, premade)  # closes its fds too
     assert not any(os.path.isdir(d) for d in premade.dirs.values())
