@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -81,8 +82,14 @@ class Matoud:
 
     def start(self) -> None:
         log = open(os.path.join(self.root, "matoud.log"), "ab")
+        # a bridge and subnets of its own: a daemon deletes its bridge when it stops, and another matoud on this
+        # host (make demo's, on matou0) would lose its own
+        cfg = os.path.join(self.root, "daemon.json")
+        with open(cfg, "w") as f:
+            json.dump({"bridge": f"mb{os.urandom(3).hex()}", "bip": f"10.250.{os.urandom(1)[0]}.1/24",
+                       "default-address-pools": [{"base": "10.251.0.0/16", "size": 24}]}, f)
         self.proc = subprocess.Popen([PY, "-m", "matou.daemon", "--host", self.host, "--data-root",
-                                      f"{self.root}/data", "--exec-root", f"{self.root}/run"],
+                                      f"{self.root}/data", "--exec-root", f"{self.root}/run", "--config-file", cfg],
                                      stdout=log, stderr=log, env=self.env, start_new_session=True)
         for _ in range(300):
             if subprocess.run(matou_cmd() + ["version"], capture_output=True, env=self.env).returncode == 0:

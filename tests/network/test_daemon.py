@@ -403,3 +403,15 @@ def test_default_bridge_sandbox_made_ahead() -> None:
         wait_for(lambda: not os.path.exists(f"/sys/class/net/{nxt_veth}"))
     finally:
         d.cleanup()
+
+
+def test_a_bridge_deleted_behind_the_daemon_is_made_again(netd: Daemon) -> None:
+    """Another process deleting the default bridge (a second daemon using the same bridge name removes it when it
+    stops) does not break the next runs: the daemon makes it again, with its address, when it finds it gone."""
+    bridge, gw = daemon_config(netd)["bridge"], daemon_config(netd)["bip"].split("/")[0]
+    assert netd.out("run", "--rm", "busybox", "true") == ""
+    subprocess.run(["ip", "link", "del", bridge], check=True)
+    out = netd.out("run", "--rm", "busybox", "sh", "-c", f"ping -c1 -W2 {gw} >/dev/null && echo reached")
+    assert out == "reached\n"
+    assert f"inet {gw}/" in subprocess.run(["ip", "-4", "addr", "show", bridge], capture_output=True,
+                                           text=True).stdout

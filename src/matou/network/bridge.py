@@ -75,10 +75,14 @@ def _sysctl(path: str, value: str) -> None:
 
 
 class BridgeDriver:
-    def __init__(self, links: Callable[[], LinkOps] = RawNetlink) -> None:
+    def __init__(self, links: Callable[[], LinkOps] = RawNetlink, made: dict[str, tuple[str, int]] | None = None,
+                 ) -> None:
+        """``made``: bridge -> (gateway/prefix, mtu) of the bridges ensure_bridge() made, to make one again if it
+        goes (see _on_bridge); drivers of one daemon share it."""
         self._links = links
         self._nl: LinkOps | None = None
         self._index: dict[str, int] = {}
+        self._made = made if made is not None else {}
 
     @property
     def nl(self) -> LinkOps:
@@ -122,11 +126,13 @@ class BridgeDriver:
                 if e.errno != errno.EEXIST:
                     raise SystemError_(f"adding {gw} to bridge {name}: {e.strerror}") from None
         self._index[name] = index
+        self._made[name] = (gateway_cidr, mtu)
         _sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
         return index
 
     def delete_bridge(self, name: str) -> None:
         self._index.pop(name, None)
+        self._made.pop(name, None)
         link = self.nl.link(name)
         if link is not None and link.kind == "bridge":
             with contextlib.suppress(OSError):
@@ -224,14 +230,24 @@ class BridgeDriver:
         netns.remove(spare.path)
 
     def _on_bridge(self, bridge: str, fn: Callable[[int], object]) -> None:
-        """``fn(the bridge's index)``; once more with a fresh index if the bridge was recreated (ENODEV)."""
+        """``fn(the bridge's index)``; once more with a fresh index if the bridge was recreated (ENODEV, or EINVAL
+        when its old index went to another kind of link), and made again first if it is gone: another process
+        deleted it (a second daemon on the same bridge name, stopping), and nothing else would bring it back."""
         try:
             fn(self.bridge_index(bridge))
-        except OSError as e:
-            if e.errno != errno.ENODEV:
+            return
+        except SystemError_:  # not there (bridge_index)
+            if bridge not in self._made:
                 raise
-            self._index.pop(bridge, None)
-            fn(self.bridge_index(bridge))
+        except OSError as e:
+            if e.errno not in (errno.ENODEV, errno.EINVAL):
+                raise
+        self._index.pop(bridge, None)
+        link = self.nl.link(bridge)
+        if (link is None or link.kind != "bridge") and bridge in self._made:
+            log.warning("bridge %s is gone: making it again", bridge)
+            self.ensure_bridge(bridge, *self._made[bridge])
+        fn(self.bridge_index(bridge))
 
     def _veth(self, spec: LinkSpec, ns_fd: int) -> None:
         try:

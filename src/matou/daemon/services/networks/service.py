@@ -119,8 +119,9 @@ class NetworksService:
         self._refilling = False
         self._stopping = False
         self._taken: dict[str, SpareSandbox] = {}  # container id -> spare taken by plan(), until realize()
-        self.driver = BridgeDriver()  # the worker thread's
-        self.fast = BridgeDriver()    # the event loop's (the run path)
+        made: dict[str, tuple[str, int]] = {}  # the bridges made, which either driver makes again if they go
+        self.driver = BridgeDriver(made=made)  # the worker thread's
+        self.fast = BridgeDriver(made=made)    # the event loop's (the run path)
         self._stale_bridge: str | None = None
         self.fw: Firewall | None = None
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="matou-net")
