@@ -55,6 +55,7 @@ _ATTRS: dict[int, int] = {
     sc.MS_NOSYMFOLLOW: sc.MOUNT_ATTR_NOSYMFOLLOW, sc.MS_RELATIME: 0, sc.MS_SILENT: 0,
 }
 _STAGEABLE = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue"})
+_NODE_KINDS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"),
     ("/proc/self/fd/2", "/dev/stderr"),
@@ -293,18 +294,13 @@ def _populate_dev(dev: int, mounts: list[Mount], devices: list[Device]) -> list[
                 os.mkdir(name, 0o755, dir_fd=dev)
     if any(os.path.dirname(d.path) != "/dev" for d in devices):
         return None
-    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     for d in devices:
         name = os.path.basename(d.path)
-        os.mknod(name, kinds[d.kind] | (d.mode & 0o7777), os.makedev(d.major, d.minor), dir_fd=dev)
-        os.chmod(name, d.mode & 0o7777, dir_fd=dev)  # mknod honours the umask
+        _make_node(name, d, dev)
         if d.uid or d.gid:
             os.chown(name, d.uid, d.gid, dir_fd=dev)
-    for src, dst in DEV_SYMLINKS:
-        os.symlink(src, os.path.basename(dst), dir_fd=dev)
-    if os.path.exists("/proc/kcore"):
-        os.symlink("/proc/kcore", "core", dir_fd=dev)
-    os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+    for src, name in _dev_links():
+        os.symlink(src, name, dir_fd=dev)
     return list(devices)
 
 
@@ -428,10 +424,8 @@ def create_devices(root: str, devices: list[Device]) -> None:
         _mkdirs(os.path.dirname(target))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
-        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.kind]
         try:
-            sc.mknod(target, kind | (d.mode & 0o7777), os.makedev(d.major, d.minor))
-            os.chmod(target, d.mode & 0o7777)  # mknod honours the umask
+            _make_node(target, d)
         except OSError as e:
             if e.errno != errno.EPERM:
                 raise
@@ -456,18 +450,27 @@ def add_devices(root: str, devices: list[Device]) -> None:
     dev_symlinks(root)
 
 
+def _make_node(path: str, d: Device, dir_fd: int | None = None) -> None:
+    os.mknod(path, _NODE_KINDS[d.kind] | (d.mode & 0o7777), os.makedev(d.major, d.minor), dir_fd=dir_fd)
+    os.chmod(path, d.mode & 0o7777, dir_fd=dir_fd)  # mknod honours the umask
+
+
+def _dev_links() -> list[tuple[str, str]]:
+    """(target, name in /dev) of the links every /dev gets; the last, ptmx, reaches the container's own devpts."""
+    links = [(src, os.path.basename(dst)) for src, dst in DEV_SYMLINKS]
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "core"))
+    return [*links, ("pts/ptmx", "ptmx")]
+
+
 def dev_symlinks(root: str) -> None:
     dev = root + "/dev"
-    for src, dst in DEV_SYMLINKS:
+    for src, name in _dev_links():
+        if name == "ptmx":  # replaces a node of that name
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dev + "/ptmx")
         with contextlib.suppress(FileExistsError):
-            os.symlink(src, root + dst)
-    if os.path.exists("/proc/kcore"):
-        with contextlib.suppress(FileExistsError):
-            os.symlink("/proc/kcore", dev + "/core")
-    # /dev/ptmx must reach the container's own devpts instance
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(dev + "/ptmx")
-    os.symlink("pts/ptmx", dev + "/ptmx")
+            os.symlink(src, f"{dev}/{name}")
 
 
 def bind_console(root: str, slave_path: str) -> None:

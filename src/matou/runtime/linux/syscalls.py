@@ -142,7 +142,6 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-_libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
 
 
 def _fail(what: str, path: str | None = None) -> NoReturn:
@@ -299,11 +298,6 @@ def ioctl_ptr_int(fd: int, request: int, value: int = 0) -> int:
     if _libc.ioctl(fd, request, ctypes.byref(v)) < 0:
         _fail(f"ioctl({request:#x})")
     return v.value
-
-
-def mknod(path: str, mode: int, dev: int) -> None:
-    if _libc.mknod(path.encode(), mode, dev) != 0:
-        _fail("mknod", path)
 
 
 def pidfd_open(pid: int) -> int:
