@@ -212,18 +212,25 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _new_daemon(prefix: str, extra: list[str] | None = None) -> Daemon:
-    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-    os.chmod(root, 0o711)
-    # every test daemon gets a bridge and subnets of its own, so concurrent daemons never share one
-    import json
+def own_network_config() -> dict[str, object]:
+    """daemon.json keys giving a test daemon a bridge and subnets of its own: concurrent daemons never share one,
+    and none touches matou0 (a daemon deletes its bridge and nftables table when it stops, and a matoud the user
+    runs, make demo's, would lose them)."""
     import random
 
     rnd = random.SystemRandom()
+    return {"bridge": f"mt{os.urandom(4).hex()}", "bip": f"10.{rnd.randint(100, 199)}.{rnd.randint(0, 255)}.1/24",
+            "default-address-pools": [{"base": f"10.{rnd.randint(200, 254)}.0.0/16", "size": 24}]}
+
+
+def _new_daemon(prefix: str, extra: list[str] | None = None) -> Daemon:
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(root, 0o711)
+    import json
+
     cfg = os.path.join(root, "daemon.json")
     with open(cfg, "w") as f:
-        json.dump({"bridge": f"mt{os.urandom(4).hex()}", "bip": f"10.{rnd.randint(100, 199)}.{rnd.randint(0, 255)}.1/24",
-                   "default-address-pools": [{"base": f"10.{rnd.randint(200, 254)}.0.0/16", "size": 24}]}, f)
+        json.dump(own_network_config(), f)
     return Daemon(root, extra_args=["--config-file", cfg, *(extra or [])])
 
 

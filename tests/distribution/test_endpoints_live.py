@@ -18,7 +18,7 @@ import pytest
 from matou.distribution.client import Registries
 from matou.distribution.endpoints import Endpoint
 from matou.errors import Unavailable
-from tests.conftest import Daemon
+from tests.conftest import Daemon, own_network_config
 from tests.distribution.conftest import Reg, _start
 from tests.registry.helpers import PY, Client, RegistryProcess, busybox_image, env, free_port
 
@@ -111,7 +111,7 @@ def test_registry_mirrors(open_reg: Reg, mirror: Reg) -> None:
     cfg = os.path.join(root, "daemon.json")
     dead = f"http://127.0.0.1:{free_port()}"
     with open(cfg, "w") as f:
-        json.dump({"registry-mirrors": [mirror.url],
+        json.dump({**own_network_config(), "registry-mirrors": [mirror.url],
                    "registry-mirrors-by-host": {open_reg.host: [dead, mirror.url]}}, f)
     d = Daemon(root, extra_args=["--config-file", cfg])
     try:
