@@ -415,3 +415,19 @@ def test_a_bridge_deleted_behind_the_daemon_is_made_again(netd: Daemon) -> None:
     assert out == "reached\n"
     assert f"inet {gw}/" in subprocess.run(["ip", "-4", "addr", "show", bridge], capture_output=True,
                                            text=True).stdout
+
+
+def test_a_firewall_table_deleted_behind_the_daemon_is_rebuilt(netd: Daemon, names: list[str]) -> None:
+    """The daemon's nftables table deleted by another process (a second daemon of the same table name stopping, a
+    firewall reload): the next published port rebuilds it from the daemon's records, the earlier ports included."""
+    d = netd
+    names += ["fw1", "fw2"]
+    table = "matou_" + daemon_config(d)["bridge"]
+    p1, p2 = free_port(), free_port()
+    d.cli("run", "-d", "--name", "fw1", "-p", f"127.0.0.1:{p1}:80", "busybox", *HTTPD)
+    assert http_get("127.0.0.1", p1).strip() == inspect(d, "fw1")["Config"]["Hostname"]
+    subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+    d.cli("run", "-d", "--name", "fw2", "-p", f"127.0.0.1:{p2}:80", "busybox", *HTTPD)
+    assert http_get("127.0.0.1", p2).strip() == inspect(d, "fw2")["Config"]["Hostname"]
+    assert http_get("127.0.0.1", p1).strip() == inspect(d, "fw1")["Config"]["Hostname"]
+    assert f"{p1}" in (nft_table(table) or "")

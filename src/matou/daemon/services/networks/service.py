@@ -56,7 +56,7 @@ from matou.daemon.services.networks.records import (
     matches,
     portdict,
 )
-from matou.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unsupported
+from matou.errors import Conflict, Forbidden, InvalidArgument, NotFound, SystemError_, Unsupported
 from matou.network import dns as dnsmod
 from matou.network import netns
 from matou.network import ports as portsmod
@@ -552,7 +552,7 @@ class NetworksService:
                 held.append(s)
                 maps.append(PortMap(r.proto, r.host_ip, port, ip, r.port))
             if maps and self.fw is not None:
-                self.fw.add_ports(maps)
+                self._add_ports(maps)
         except BaseException:
             for s in held:
                 s.close()
@@ -777,6 +777,17 @@ class NetworksService:
                 raise
         self._publish("create", rec)
         return {"Id": nid, "Warning": ""}
+
+    def _add_ports(self, maps: list[PortMap]) -> None:
+        """Publish ``maps``; if that fails, the table was changed behind our back (deleted by another daemon of the
+        same name, flushed by a firewall reload): build it again from the records, then publish them."""
+        assert self.fw is not None
+        try:
+            self.fw.add_ports(maps)
+        except SystemError_ as e:
+            log.warning("%s: rebuilding nftables table %s from the daemon's records", e, self.fw.table)
+            self._rebuild_firewall()
+            self.fw.add_ports(maps)
 
     def _rebuild_firewall(self) -> None:
         """The whole table from the networks and the published ports now (inline: ~1 ms, and ordered with the
